@@ -1,0 +1,101 @@
+// Package api holds the types of kindling's HTTP API (/v1), shared by the
+// server, the Go client and the CLI. It is a leaf: it imports nothing of
+// kindling but the phase names.
+package api
+
+import (
+	"time"
+
+	"github.com/kindling-dev/kindling/phase"
+)
+
+// Defaults applied to a FunctionSpec that leaves a field empty.
+const (
+	DefaultRuntime   = "wasm"
+	DefaultMemoryMB  = 128
+	DefaultTimeoutMs = 30_000
+	MaxMemoryMB      = 4096
+	MaxTimeoutMs     = 15 * 60 * 1000
+	// DefaultMaxBodyBytes bounds invocation request bodies (413 beyond).
+	DefaultMaxBodyBytes = 6 << 20
+)
+
+// Response headers set on every invocation.
+const (
+	HeaderInvocationID = "X-Kindling-Invocation-Id"
+	HeaderColdStart    = "X-Kindling-Cold-Start"
+	HeaderServerTiming = "Server-Timing"
+)
+
+// FunctionSpec is what a user deploys (PUT /v1/functions/{name}).
+type FunctionSpec struct {
+	Runtime   string            `json:"runtime" yaml:"runtime"`
+	Artifact  string            `json:"artifact" yaml:"artifact"`
+	MemoryMB  int               `json:"memoryMB,omitempty" yaml:"memoryMB"`
+	TimeoutMs int               `json:"timeoutMs,omitempty" yaml:"timeoutMs"`
+	Env       map[string]string `json:"env,omitempty" yaml:"env"`
+	Args      []string          `json:"args,omitempty" yaml:"args"`
+}
+
+// Timeout returns the spec's timeout as a duration.
+func (s FunctionSpec) Timeout() time.Duration { return time.Duration(s.TimeoutMs) * time.Millisecond }
+
+// Function is a deployed function.
+type Function struct {
+	Name string `json:"name"`
+	FunctionSpec
+	Version   int       `json:"version"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// ArtifactRef answers POST /v1/artifacts.
+type ArtifactRef struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// Invocation statuses.
+const (
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+)
+
+// Invocation is the record of one invocation (GET /v1/invocations/{id}).
+type Invocation struct {
+	ID         string         `json:"id"`
+	Function   string         `json:"function"`
+	Status     string         `json:"status"`
+	Cold       bool           `json:"coldStart"`
+	StartedAt  time.Time      `json:"startedAt"`
+	EndedAt    time.Time      `json:"endedAt,omitzero"`
+	DurationNs time.Duration  `json:"durationNs"`
+	Phases     []phase.Timing `json:"phases"`
+	ExitCode   int            `json:"exitCode"`
+	HTTPStatus int            `json:"httpStatus,omitempty"`
+	Error      *ErrorInfo     `json:"error,omitempty"`
+	StderrTail string         `json:"stderrTail,omitempty"`
+}
+
+// ErrorInfo describes a failure. Kind is one of the function failure kinds
+// (trap, exit, timeout, oom, crash) or a request error kind
+// (invalid_argument, not_found, already_exists, too_large, unavailable,
+// not_implemented, failed_precondition, canceled, internal).
+type ErrorInfo struct {
+	Kind         string `json:"kind"`
+	Message      string `json:"message"`
+	ExitCode     int    `json:"exitCode,omitempty"`
+	InvocationID string `json:"invocationId,omitempty"`
+	StderrTail   string `json:"stderrTail,omitempty"`
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error ErrorInfo `json:"error"`
+}
+
+// FunctionList answers GET /v1/functions.
+type FunctionList struct {
+	Functions []Function `json:"functions"`
+}

@@ -1,0 +1,226 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindling-dev/kindling/api"
+	"github.com/kindling-dev/kindling/client"
+	"github.com/kindling-dev/kindling/manifest"
+	"github.com/kindling-dev/kindling/phase"
+)
+
+func newDeploy(g *globals) *cobra.Command {
+	var (
+		file, wasmPath, runtime string
+		memory                  int
+		timeout                 time.Duration
+		env, args               []string
+	)
+	cmd := &cobra.Command{
+		Use:   "deploy NAME --wasm FILE | deploy -f kindling.yaml",
+		Short: "Deploy a function, or every function of a manifest",
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			c := g.client()
+			out := cmd.OutOrStdout()
+			if file != "" {
+				if len(pos) > 0 {
+					return errors.New("deploy -f takes no NAME")
+				}
+				m, err := manifest.Load(file)
+				if err != nil {
+					return err
+				}
+				for _, f := range m.Functions {
+					fn, err := deployFile(cmd, c, f.Name, m.ArtifactPath(f), func(d string) api.FunctionSpec { return f.Spec(d) })
+					if err != nil {
+						return fmt.Errorf("function %q: %w", f.Name, err)
+					}
+					fmt.Fprintf(out, "deployed %s (version %d, %s)\n", fn.Name, fn.Version, fn.Artifact)
+				}
+				return nil
+			}
+			if len(pos) != 1 {
+				return errors.New("usage: kindling deploy NAME --wasm FILE (or -f kindling.yaml)")
+			}
+			if wasmPath == "" {
+				return errors.New("--wasm FILE is required")
+			}
+			envMap := map[string]string{}
+			for _, kv := range env {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("--env %q: want KEY=VALUE", kv)
+				}
+				envMap[k] = v
+			}
+			fn, err := deployFile(cmd, c, pos[0], wasmPath, func(d string) api.FunctionSpec {
+				return api.FunctionSpec{Runtime: runtime, Artifact: d, MemoryMB: memory,
+					TimeoutMs: int(timeout / time.Millisecond), Env: envMap, Args: args}
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "deployed %s (version %d, %s)\n", fn.Name, fn.Version, fn.Artifact)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "file", "f", "", "deploy every function of this manifest")
+	f.StringVar(&wasmPath, "wasm", "", "the function's WebAssembly module")
+	f.StringVar(&runtime, "runtime", "wasm", "sandbox runtime")
+	f.IntVar(&memory, "memory", 128, "memory limit in MiB")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "invocation timeout")
+	f.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE (repeatable)")
+	f.StringArrayVar(&args, "arg", nil, "argument passed to the function (repeatable)")
+	return cmd
+}
+
+func deployFile(cmd *cobra.Command, c *client.Client, name, path string, spec func(digest string) api.FunctionSpec) (api.Function, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return api.Function{}, err
+	}
+	defer f.Close()
+	ref, err := c.UploadArtifact(cmd.Context(), f)
+	if err != nil {
+		return api.Function{}, fmt.Errorf("upload %s: %w", path, err)
+	}
+	return c.Deploy(cmd.Context(), name, spec(ref.Digest))
+}
+
+// readData resolves --data: "-" is stdin, "@file" a file, else the literal.
+func readData(g *globals, data string) (io.Reader, error) {
+	switch {
+	case data == "-":
+		return g.stdin, nil
+	case strings.HasPrefix(data, "@"):
+		b, err := os.ReadFile(data[1:])
+		if err != nil {
+			return nil, fmt.Errorf("--data: %w", err)
+		}
+		return bytes.NewReader(b), nil
+	}
+	return strings.NewReader(data), nil
+}
+
+func newInvoke(g *globals) *cobra.Command {
+	var (
+		data    string
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "invoke NAME",
+		Short: "Invoke a function and print its response",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			body, err := readData(g, data)
+			if err != nil {
+				return err
+			}
+			res, err := g.client().Invoke(cmd.Context(), pos[0], body)
+			if verbose && res != nil {
+				printPhases(cmd.ErrOrStderr(), res)
+			}
+			if err != nil {
+				var ce *client.Error
+				if errors.As(err, &ce) && ce.Info.StderrTail != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "--- function stderr (tail) ---\n%s", ce.Info.StderrTail)
+					if !strings.HasSuffix(ce.Info.StderrTail, "\n") {
+						fmt.Fprintln(cmd.ErrOrStderr())
+					}
+				}
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(res.Body)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&data, "data", "d", "", "request body: a literal, @FILE, or - for stdin")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the invocation ID, status and phase table on stderr")
+	return cmd
+}
+
+func printPhases(w io.Writer, res *client.InvokeResult) {
+	fmt.Fprintf(w, "invocation %s  status %d  cold start %v\n", res.InvocationID, res.Status, res.Cold)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tduration\tdetail\t")
+	for _, p := range res.Phases {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", p.Name, fmtDur(p.Duration), p.Detail)
+	}
+	fmt.Fprintf(tw, "total\t%s\t\t\n", fmtDur(phase.Total(res.Phases)))
+	tw.Flush()
+}
+
+func fmtDur(d time.Duration) string {
+	return fmt.Sprintf("%.3fms", float64(d)/float64(time.Millisecond))
+}
+
+func newList(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List deployed functions",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fns, err := g.client().List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tRUNTIME\tMEMORY\tTIMEOUT\tVERSION\tARTIFACT")
+			for _, f := range fns {
+				art := f.Artifact
+				if len(art) > 19 {
+					art = art[:19]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%dMiB\t%s\t%d\t%s\n", f.Name, f.Runtime, f.MemoryMB, f.Timeout(), f.Version, art)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newRemove(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NAME...",
+		Aliases: []string{"delete"},
+		Short:   "Delete functions",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			for _, name := range pos {
+				if err := g.client().Delete(cmd.Context(), name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", name)
+			}
+			return nil
+		},
+	}
+}
+
+func newLogs(g *globals) *cobra.Command {
+	var (
+		since string
+		tail  int
+	)
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print a function's logs (its stderr)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			return g.client().Logs(cmd.Context(), pos[0], since, tail, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&since, "since", "", "only lines newer than this (RFC 3339 time or a duration like 10m)")
+	cmd.Flags().IntVar(&tail, "tail", 0, "only the last N lines")
+	return cmd
+}

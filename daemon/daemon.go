@@ -1,0 +1,124 @@
+// Package daemon assembles a kindling daemon from its parts — store,
+// sandbox drivers, function service, HTTP API — and runs it.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/kindling-dev/kindling/function"
+	"github.com/kindling-dev/kindling/logs"
+	"github.com/kindling-dev/kindling/manifest"
+	"github.com/kindling-dev/kindling/metrics"
+	"github.com/kindling-dev/kindling/sandbox"
+	"github.com/kindling-dev/kindling/sandbox/wasm"
+	"github.com/kindling-dev/kindling/server"
+	"github.com/kindling-dev/kindling/store"
+)
+
+// Config configures a daemon.
+type Config struct {
+	DataDir      string
+	Logger       *slog.Logger
+	MaxBodyBytes int64
+}
+
+// Daemon is an assembled kindling daemon.
+type Daemon struct {
+	Store     *store.Store
+	Functions *function.Service
+	Server    *server.Server
+	Metrics   *metrics.Metrics
+	logs      *logs.Dir
+	drivers   []sandbox.Driver
+	log       *slog.Logger
+}
+
+// New opens the data directory and builds the daemon.
+func New(ctx context.Context, cfg Config) (*Daemon, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := store.Open(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	wd, err := wasm.New(ctx, wasm.WithCacheDir(st.CacheDir(wasm.RuntimeName)))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	d := &Daemon{Store: st, Metrics: metrics.New(), logs: logs.New(st.LogDir(), 0), drivers: []sandbox.Driver{wd}, log: log}
+	d.Functions, err = function.New(function.Config{Store: st, Drivers: d.drivers, Logs: d.logs, Metrics: d.Metrics, Logger: log})
+	if err != nil {
+		d.Close(ctx)
+		return nil, err
+	}
+	d.Server = server.New(server.Config{Functions: d.Functions, Logs: d.logs, Metrics: d.Metrics, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes})
+	log.Info("data directory opened", "dir", cfg.DataDir, "functions", len(d.Functions.List()))
+	return d, nil
+}
+
+// Close releases everything; call it after the HTTP server has stopped.
+func (d *Daemon) Close(ctx context.Context) error {
+	var errs []error
+	if d.Functions != nil {
+		errs = append(errs, d.Functions.Close(ctx))
+	}
+	for _, drv := range d.drivers {
+		errs = append(errs, drv.Close(ctx))
+	}
+	errs = append(errs, d.logs.Close(), d.Store.Close())
+	return errors.Join(errs...)
+}
+
+// DeployManifest deploys every function of a manifest file, in process.
+func (d *Daemon) DeployManifest(ctx context.Context, path string) error {
+	m, err := manifest.Load(path)
+	if err != nil {
+		return err
+	}
+	for _, f := range m.Functions {
+		bin, err := os.ReadFile(m.ArtifactPath(f))
+		if err != nil {
+			return fmt.Errorf("function %q: %w", f.Name, err)
+		}
+		ref, err := d.Store.PutArtifactBytes(bin)
+		if err != nil {
+			return fmt.Errorf("function %q: %w", f.Name, err)
+		}
+		if _, err := d.Functions.Deploy(ctx, f.Name, f.Spec(ref.Digest)); err != nil {
+			return fmt.Errorf("function %q: %w", f.Name, err)
+		}
+	}
+	return nil
+}
+
+// Serve serves the API on ln until ctx is done, then drains in-flight
+// requests (up to drain) and returns.
+func (d *Daemon) Serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
+	hs := &http.Server{Handler: d.Server, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	d.log.Info("serving", "addr", "http://"+ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	d.Server.SetReady(false)
+	d.log.Info("shutting down", "drain", drain)
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

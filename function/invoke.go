@@ -1,0 +1,165 @@
+package function
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/kindling-dev/kindling/api"
+	"github.com/kindling-dev/kindling/errdefs"
+	"github.com/kindling-dev/kindling/phase"
+	"github.com/kindling-dev/kindling/sandbox"
+)
+
+// Request is one invocation's input.
+type Request struct {
+	// Body is the request body, given to the function on stdin.
+	Body []byte
+	// Env is the per-request environment (the CGI variables).
+	Env []string
+}
+
+// Result is one invocation's outcome. Err is the function's failure, if
+// any (an *errdefs.FunctionError); Stdout holds what it wrote either way.
+type Result struct {
+	Invocation api.Invocation
+	Stdout     []byte
+	Err        error
+}
+
+var (
+	idPrefix  = randomHex(3)
+	idCounter atomic.Uint32
+)
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newID returns a unique invocation ID that sorts by creation time.
+func newID() string {
+	var b [32]byte
+	out := strconv.AppendUint(b[:0], uint64(time.Now().UnixNano()), 16)
+	out = append(out, '-')
+	out = append(out, idPrefix...)
+	out = strconv.AppendUint(append(out, '-'), uint64(idCounter.Add(1)), 16)
+	return string(out)
+}
+
+// Invoke runs function name once. An error is returned for requests that
+// could not run (unknown function, unavailable runtime); a function that
+// ran and failed is reported in Result.Err with its invocation record.
+func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result, error) {
+	begin := time.Now()
+	rec := phase.NewRecorder()
+	inv := api.Invocation{ID: newID(), Function: name, Status: api.StatusRunning, StartedAt: begin.UTC()}
+
+	var e *entry
+	for {
+		var ok bool
+		if e, ok = s.lookup(name); !ok {
+			return nil, fmt.Errorf("function %q: %w", name, errdefs.ErrNotFound)
+		}
+		if e.acquire() {
+			break
+		}
+	}
+	defer e.release()
+	if s.metrics != nil {
+		g := s.metrics.InFlight.WithLabelValues(name)
+		g.Inc()
+		defer g.Dec()
+	}
+	rec.Since(phase.QueueWait, begin, "")
+
+	p, _, err := e.ensurePrepared(ctx, s, rec)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := p.Start(ctx, rec)
+	if err != nil {
+		return nil, fmt.Errorf("start instance of %q: %w", name, err)
+	}
+	// Every invocation gets a new instance from Start: a cold start, cheap
+	// as it is. (Pools of pre-started instances will make some warm.)
+	inv.Cold = true
+
+	stdout := &capped{max: MaxResponseBytes}
+	stderr := &capped{max: maxStderrBytes}
+	env := req.Env
+	tctx, cancel := context.WithTimeout(ctx, e.fn.Timeout())
+	res, runErr := inst.Invoke(tctx, &sandbox.Request{
+		Env:    env,
+		Stdin:  bytes.NewReader(req.Body),
+		Stdout: stdout,
+		Stderr: stderr,
+		Phases: rec,
+	})
+	cancel()
+	closeStart := time.Now()
+	_ = inst.Close(ctx)
+	rec.Since(phase.Teardown, closeStart, "")
+
+	if runErr == nil && stdout.overflow {
+		runErr = &errdefs.FunctionError{Kind: errdefs.KindExit, ExitCode: res.ExitCode,
+			Message: fmt.Sprintf("response larger than %d bytes", MaxResponseBytes)}
+	}
+	end := time.Now()
+	inv.EndedAt = end.UTC()
+	inv.DurationNs = end.Sub(begin)
+	inv.Phases = rec.Timings()
+	inv.ExitCode = res.ExitCode
+	inv.StderrTail = tail(stderr.buf.Bytes(), stderrTailBytes)
+	outcome := "success"
+	if runErr != nil {
+		inv.Status = api.StatusFailed
+		inv.Error = errorInfo(runErr)
+		outcome = inv.Error.Kind
+	} else {
+		inv.Status = api.StatusSucceeded
+	}
+
+	if s.logs != nil && stderr.buf.Len() > 0 {
+		if err := s.logs.Append(name, inv.ID, end, stderr.buf.Bytes()); err != nil {
+			s.log.Warn("function log not written", "function", name, "err", err)
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.Invocations.WithLabelValues(name, outcome, strconv.FormatBool(inv.Cold)).Inc()
+		if inv.Cold {
+			s.metrics.ColdStarts.WithLabelValues(name).Inc()
+		}
+		s.metrics.ObservePhases(e.fn.Runtime, inv.Phases)
+	}
+	s.records.put(inv)
+
+	// A cancelled request is not a function failure.
+	if errors.Is(runErr, context.Canceled) {
+		return nil, runErr
+	}
+	return &Result{Invocation: inv, Stdout: stdout.buf.Bytes(), Err: runErr}, nil
+}
+
+// errorInfo describes err for an API body.
+func errorInfo(err error) *api.ErrorInfo {
+	if fe, ok := errdefs.AsFunctionError(err); ok {
+		return &api.ErrorInfo{Kind: string(fe.Kind), Message: fe.Error(), ExitCode: fe.ExitCode}
+	}
+	return &api.ErrorInfo{Kind: "internal", Message: err.Error()}
+}
+
+// Invocation returns an invocation record.
+func (s *Service) Invocation(id string) (api.Invocation, error) {
+	if inv, ok := s.records.pending(id); ok {
+		return inv, nil
+	}
+	return s.store.GetInvocation(id)
+}

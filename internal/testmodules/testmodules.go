@@ -1,0 +1,27 @@
+// Package testmodules embeds the small hand-written WebAssembly modules
+// (WAT sources beside them; `make wat` rebuilds them) that kindling's tests
+// run: one per behaviour a sandbox must handle.
+package testmodules
+
+import _ "embed"
+
+var (
+	//go:embed hello.wasm
+	Hello []byte // writes "hello, world\n"
+	//go:embed echo.wasm
+	Echo []byte // copies stdin to stdout
+	//go:embed trap.wasm
+	Trap []byte // executes unreachable
+	//go:embed exit.wasm
+	Exit []byte // writes "bad request\n" to stderr, exits 3
+	//go:embed loop.wasm
+	Loop []byte // spins forever
+	//go:embed oom.wasm
+	OOM []byte // grows memory until it fails, then traps
+	//go:embed counter.wasm
+	Counter []byte // prints "11" from a fresh instance
+	//go:embed reactor.wasm
+	Reactor []byte // exports _initialize but no _start
+	//go:embed garbage.wasm
+	Garbage []byte // not WebAssembly at all
+)

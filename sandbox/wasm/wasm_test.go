@@ -1,0 +1,209 @@
+package wasm_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/kindling-dev/kindling/internal/testmodules"
+	"github.com/kindling-dev/kindling/phase"
+	"github.com/kindling-dev/kindling/sandbox"
+	"github.com/kindling-dev/kindling/sandbox/sandboxtest"
+	"github.com/kindling-dev/kindling/sandbox/wasm"
+)
+
+var fixtures = map[string][]byte{
+	"hello.wasm":   testmodules.Hello,
+	"echo.wasm":    testmodules.Echo,
+	"trap.wasm":    testmodules.Trap,
+	"exit.wasm":    testmodules.Exit,
+	"loop.wasm":    testmodules.Loop,
+	"oom.wasm":     testmodules.OOM,
+	"counter.wasm": testmodules.Counter,
+	"reactor.wasm": testmodules.Reactor,
+	"garbage.wasm": testmodules.Garbage,
+}
+
+func fixture(t testing.TB, name string) sandboxtest.Artifact {
+	t.Helper()
+	b, ok := fixtures[name]
+	if !ok {
+		t.Fatalf("no fixture %s", name)
+	}
+	return b
+}
+
+func newDriver(t testing.TB, opts ...wasm.Option) *wasm.Driver {
+	t.Helper()
+	d, err := wasm.New(context.Background(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(context.Background()) })
+	return d
+}
+
+func TestConformance(t *testing.T) {
+	sandboxtest.Run(t, func(t *testing.T) sandbox.Driver { return newDriver(t) }, sandboxtest.Fixtures{
+		Hello:    fixture(t, "hello.wasm"),
+		Echo:     fixture(t, "echo.wasm"),
+		Trap:     fixture(t, "trap.wasm"),
+		Exit:     fixture(t, "exit.wasm"),
+		Loop:     fixture(t, "loop.wasm"),
+		OOM:      fixture(t, "oom.wasm"),
+		Counter:  fixture(t, "counter.wasm"),
+		Invalid:  fixture(t, "garbage.wasm"),
+		MemoryMB: 16,
+	})
+}
+
+func TestPrepare_Errors(t *testing.T) {
+	d := newDriver(t)
+	tests := []struct {
+		name     string
+		fixture  string
+		memoryMB int
+		want     string
+	}{
+		{"not wasm", "garbage.wasm", 16, "not a valid WebAssembly module"},
+		{"reactor without _start", "reactor.wasm", 16, "exports no _start"},
+		{"zero memory", "hello.wasm", 0, "memoryMB must be positive"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := d.Prepare(context.Background(), sandboxtest.Spec(tc.name, fixture(t, tc.fixture), tc.memoryMB), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Prepare = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCompileCache(t *testing.T) {
+	dir := t.TempDir()
+	spec := sandboxtest.Spec("hello", fixture(t, "hello.wasm"), 16)
+	detail := func(d *wasm.Driver) string {
+		rec := phase.NewRecorder()
+		p, err := d.Prepare(context.Background(), spec, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close(context.Background())
+		for _, ti := range rec.Timings() {
+			if ti.Name == phase.Compile {
+				return ti.Detail
+			}
+		}
+		t.Fatal("no compile phase")
+		return ""
+	}
+	first := newDriver(t, wasm.WithCacheDir(dir))
+	if got := detail(first); got != wasm.CacheMiss {
+		t.Errorf("first compile: %s, want %s", got, wasm.CacheMiss)
+	}
+	// A second Prepare in the same process while the first is held.
+	p, _ := first.Prepare(context.Background(), spec, nil)
+	if got := detail(first); got != wasm.CacheMemory {
+		t.Errorf("second compile: %s, want %s", got, wasm.CacheMemory)
+	}
+	p.Close(context.Background())
+	// A new driver (a restarted daemon) finds it on disk.
+	second := newDriver(t, wasm.WithCacheDir(dir))
+	if got := detail(second); got != wasm.CacheDisk {
+		t.Errorf("after restart: %s, want %s", got, wasm.CacheDisk)
+	}
+}
+
+// BenchmarkColdStart measures a fresh instance + run through the driver,
+// next to the bare wazero floor for the same module in the same run.
+func BenchmarkColdStart(b *testing.B) {
+	modules := []struct {
+		name string
+		bin  []byte
+	}{
+		{"echo-wat", testmodules.Echo},
+		{"hello-go", testmodules.BuildGo(b, "examples/hello-go")},
+	}
+	for _, m := range modules {
+		b.Run("kindling/"+m.name, func(b *testing.B) {
+			sandboxtest.BenchmarkColdStart(b, newDriver(b), sandboxtest.Spec(m.name, m.bin, 64), []byte("kindling"))
+		})
+		b.Run("floor/"+m.name, func(b *testing.B) { benchmarkFloor(b, m.bin, []byte("kindling")) })
+	}
+}
+
+// benchmarkFloor is bare wazero: instantiate and run the module, nothing
+// else, with the same stdin and a discarded stdout.
+func benchmarkFloor(b *testing.B, bin, stdin []byte) {
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+	mod, err := rt.CompileModule(ctx, bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := wazero.NewModuleConfig().WithName("").WithStdout(io.Discard)
+	r := bytes.NewReader(stdin)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.Reset(stdin)
+		m, err := rt.InstantiateModule(ctx, mod, cfg.WithStdin(r))
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Close(ctx)
+	}
+}
+
+// BenchmarkCompile measures preparing a module: a cold compile, a load from
+// the on-disk cache (a restarted daemon), and a hit in memory.
+func BenchmarkCompile(b *testing.B) {
+	bin := testmodules.BuildGo(b, "examples/hello-go")
+	spec := sandboxtest.Spec("hello-go", bin, 64)
+	ctx := context.Background()
+	prepare := func(b *testing.B, d *wasm.Driver) {
+		p, err := d.Prepare(ctx, spec, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Close(ctx)
+	}
+	b.Run("miss", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			d, _ := wasm.New(ctx, wasm.WithCacheDir(b.TempDir()))
+			prepare(b, d)
+			d.Close(ctx)
+		}
+	})
+	b.Run("disk", func(b *testing.B) {
+		dir := b.TempDir()
+		d, _ := wasm.New(ctx, wasm.WithCacheDir(dir))
+		prepare(b, d)
+		d.Close(ctx)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			d, _ := wasm.New(ctx, wasm.WithCacheDir(dir))
+			prepare(b, d)
+			d.Close(ctx)
+		}
+	})
+	b.Run("memory", func(b *testing.B) {
+		d := newDriver(b)
+		held, err := d.Prepare(ctx, spec, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer held.Close(ctx)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			prepare(b, d)
+		}
+	})
+}

@@ -1,0 +1,18 @@
+// Command hello-world is the smallest kindling benchmark function: it greets
+// the name given as the request body, or the world when the body is empty.
+// It measures the fixed cost of starting a function and has no size knob.
+package main
+
+import (
+	"strings"
+
+	"github.com/kindling-dev/kindling/workloads/internal/harness"
+)
+
+func main() {
+	name := strings.TrimSpace(string(harness.Body("hello-world")))
+	if name == "" {
+		name = "World"
+	}
+	harness.Emit("hello-world", "Hello, "+name+"!")
+}
