@@ -13,8 +13,13 @@ build:
 
 examples: $(EXAMPLES)
 
-examples/%.wasm: FORCE
-	$(WASM_GO) -o $@ ./$(dir $@)
+# hello-go uses the SDK and is built as a reactor (snapshotted at deploy);
+# cgi-go is a plain WASI command (the WAGI contract, no SDK).
+examples/hello-go/hello-go.wasm: FORCE
+	$(WASM_GO) -buildmode=c-shared -o $@ ./examples/hello-go
+
+examples/cgi-go/cgi-go.wasm: FORCE
+	$(WASM_GO) -o $@ ./examples/cgi-go
 
 FORCE:
 
@@ -35,6 +40,7 @@ FUZZ_COUNT ?= 3000x
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOutput$$' -fuzztime $(FUZZ_COUNT) ./wagi
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_COUNT) ./manifest
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_COUNT) ./sandbox/wasm/internal/wasmbin
 
 test-short:
 	$(GO) test -short ./...

@@ -40,13 +40,23 @@ type FunctionSpec struct {
 // Timeout returns the spec's timeout as a duration.
 func (s FunctionSpec) Timeout() time.Duration { return time.Duration(s.TimeoutMs) * time.Millisecond }
 
+// Start modes of a function's instances (Function.StartMode).
+const (
+	StartSnapshot = "snapshot" // restored from a snapshot taken after initialization
+	StartCommand  = "command"  // started from scratch for every invocation
+)
+
 // Function is a deployed function.
 type Function struct {
 	Name string `json:"name"`
 	FunctionSpec
-	Version   int       `json:"version"`
-	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	// StartMode says how instances start, and StartModeReason why a
+	// function does not use the fastest way.
+	StartMode       string    `json:"startMode,omitempty"`
+	StartModeReason string    `json:"startModeReason,omitempty"`
+	Version         int       `json:"version"`
+	CreatedAt       time.Time `json:"createdAt"`
+	UpdatedAt       time.Time `json:"updatedAt"`
 }
 
 // ArtifactRef answers POST /v1/artifacts.

@@ -72,6 +72,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newRemove(g),
 		newLogs(g),
 		newRunCmd(g),
+		newBuild(),
 	)
 	return root
 }

@@ -115,3 +115,21 @@ func TestRunOneShot(t *testing.T) {
 		t.Fatalf("missing file: %d %q", code, errOut)
 	}
 }
+
+func TestBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the Go toolchain; skipped with -short")
+	}
+	out := filepath.Join(t.TempDir(), "hello.wasm")
+	code, stdout, stderr := run(t, "", "build", "../examples/hello-go", "-o", out)
+	if code != 0 || !strings.Contains(stdout, "reactor (snapshot-ready)") {
+		t.Fatalf("build: exit %d\n%s%s", code, stdout, stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil || !bytes.Contains(b, []byte("kindling_handle")) || !bytes.Contains(b, []byte("_initialize")) {
+		t.Fatalf("built module lacks the reactor exports (%v)", err)
+	}
+	if code, _, stderr := run(t, "", "build", "./no/such/package"); code != 1 || !strings.Contains(stderr, "go build") {
+		t.Fatalf("bad package: exit %d %q", code, stderr)
+	}
+}

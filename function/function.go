@@ -210,6 +210,9 @@ func (s *Service) Deploy(ctx context.Context, name string, spec api.FunctionSpec
 		return api.Function{}, fmt.Errorf("prepare %q: %w", name, err)
 	}
 	s.observeCompile(rec.Timings())
+	if sm, ok := p.(sandbox.StartModer); ok {
+		f.StartMode, f.StartModeReason = sm.StartMode()
+	}
 	if err := s.store.PutFunction(f); err != nil {
 		p.Close(ctx)
 		return api.Function{}, fmt.Errorf("deploy %q: %w", name, err)
@@ -223,7 +226,7 @@ func (s *Service) Deploy(ctx context.Context, name string, spec api.FunctionSpec
 		s.metrics.Functions.Inc()
 	}
 	s.log.Info("function deployed", "function", name, "runtime", spec.Runtime, "artifact", spec.Artifact,
-		"version", f.Version, "prepare", phase.Total(rec.Timings()))
+		"version", f.Version, "start", f.StartMode, "prepare", phase.Total(rec.Timings()))
 	return f, nil
 }
 

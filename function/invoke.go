@@ -88,10 +88,6 @@ func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result
 	if err != nil {
 		return nil, fmt.Errorf("start instance of %q: %w", name, err)
 	}
-	// Every invocation gets a new instance from Start: a cold start, cheap
-	// as it is. (Pools of pre-started instances will make some warm.)
-	inv.Cold = true
-
 	stdout := &capped{max: MaxResponseBytes}
 	stderr := &capped{max: maxStderrBytes}
 	env := req.Env
@@ -104,6 +100,8 @@ func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result
 		Phases: rec,
 	})
 	cancel()
+	// Cold: the instance was created for this request, not taken ready.
+	inv.Cold = !res.Warm
 	closeStart := time.Now()
 	_ = inst.Close(ctx)
 	rec.Since(phase.Teardown, closeStart, "")

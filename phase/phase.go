@@ -19,7 +19,9 @@ const (
 	QueueWait    Name = "queue"       // waiting for a slot (scheduler queue)
 	ArtifactLoad Name = "load"        // reading the function's artifact from the store
 	Compile      Name = "compile"     // compiling (or loading from cache) the artifact
+	Snapshot     Name = "snapshot"    // initializing a function and capturing its snapshot (at deploy)
 	Instantiate  Name = "instantiate" // creating a fresh instance (memory, globals, imports)
+	Restore      Name = "restore"     // restoring an instance's state from a snapshot
 	Startup      Name = "startup"     // guest start-up, until the function's own code runs
 	Run          Name = "run"         // the function's code, until it returns
 	Teardown     Name = "teardown"    // releasing the instance

@@ -94,10 +94,23 @@ type Instance interface {
 // Result describes a completed invocation.
 type Result struct {
 	ExitCode int
+	// Warm is true when the instance was ready before the request (taken
+	// from a pool, already in its initial state) rather than created for it.
+	Warm bool
 	// MemoryBytes is the instance's memory size at the end of the run.
 	MemoryBytes uint64
+	// TouchedBytes is the memory the instance actually made private
+	// (pages it wrote), where the sandbox can tell; 0 if unknown.
+	TouchedBytes uint64
 	// Duration is the wall time of Invoke.
 	Duration time.Duration
+}
+
+// StartModer is implemented by a Prepared whose instances can start in
+// more than one way (e.g. from a snapshot or from scratch); mode names the
+// way chosen and reason says why, when it is not the fastest.
+type StartModer interface {
+	StartMode() (mode, reason string)
 }
 
 // BytesSpec returns a Spec for an artifact held in memory, named name.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -449,4 +450,35 @@ func TestUnknownRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkErrorBody(t, resp, 404, "not_found")
+}
+
+// An SDK function built as a reactor deploys as a snapshot and serves
+// from it over HTTP; after the first request, instances come warm from the
+// pool, each reset to the snapshot.
+func TestSnapshotFunctionOverHTTP(t *testing.T) {
+	h := start(t, t.TempDir())
+	ctx := context.Background()
+	f := h.mustDeploy("hello", testmodules.BuildGoReactor(t, "examples/hello-go"), api.FunctionSpec{MemoryMB: 64, Env: map[string]string{"GREETING": "Hi"}})
+	if f.StartMode != api.StartSnapshot || f.StartModeReason != "" {
+		t.Fatalf("start mode %q (%s), want snapshot", f.StartMode, f.StartModeReason)
+	}
+	var colds []bool
+	for i := 0; i < 5; i++ {
+		res, err := h.c.Invoke(ctx, "hello", strings.NewReader(fmt.Sprint("caller", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("Hi, caller%d! (from Go on kindling)\n", i); string(res.Body) != want {
+			t.Fatalf("invoke %d: %q, want %q", i, res.Body, want)
+		}
+		colds = append(colds, res.Cold)
+	}
+	if !colds[0] || colds[4] {
+		t.Errorf("cold starts %v: want the first cold and later ones warm", colds)
+	}
+	// A command module says why it does not start from a snapshot.
+	g := h.mustDeploy("echo", testmodules.Echo, api.FunctionSpec{})
+	if g.StartMode != api.StartCommand || !strings.Contains(g.StartModeReason, "reactor") {
+		t.Fatalf("command module: %q (%s)", g.StartMode, g.StartModeReason)
+	}
 }

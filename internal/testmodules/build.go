@@ -20,10 +20,17 @@ func RepoRoot(t testing.TB) string {
 
 // BuildGo builds the Go package at pkg (relative to the repository root)
 // as a WASI command module and returns its bytes.
-func BuildGo(t testing.TB, pkg string) []byte {
+func BuildGo(t testing.TB, pkg string) []byte { return buildGo(t, pkg) }
+
+// BuildGoReactor builds the Go package at pkg as a WASI reactor
+// (-buildmode=c-shared), the snapshot-friendly form of an SDK function.
+func BuildGoReactor(t testing.TB, pkg string) []byte { return buildGo(t, pkg, "-buildmode=c-shared") }
+
+func buildGo(t testing.TB, pkg string, flags ...string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "module.wasm")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./"+pkg)
+	args := append([]string{"build", "-trimpath", "-ldflags=-s -w", "-o", out}, flags...)
+	cmd := exec.Command("go", append(args, "./"+pkg)...)
 	cmd.Dir = RepoRoot(t)
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -22,6 +22,10 @@ var (
 	Counter []byte // prints "11" from a fresh instance
 	//go:embed reactor.wasm
 	Reactor []byte // exports _initialize but no _start
+	//go:embed snapreactor.wasm
+	SnapReactor []byte // a reactor whose restored instances print "init:41:2\n"
+	//go:embed badinit.wasm
+	BadInit []byte // a reactor whose _initialize traps
 	//go:embed garbage.wasm
 	Garbage []byte // not WebAssembly at all
 )

@@ -1,9 +1,11 @@
 package wasm
 
 import (
-	"syscall"
+	"fmt"
+	"unsafe"
 
 	"github.com/tetratelabs/wazero/experimental"
+	"golang.org/x/sys/unix"
 )
 
 // memoryLimit allocates an instance's linear memory and enforces the
@@ -11,10 +13,17 @@ import (
 // lazily-populated mapping, so growing never copies and untouched pages
 // cost nothing; a grow past the limit fails (memory.grow returns -1) and is
 // remembered, so the failure is reported as kind "oom".
+//
+// With an image (a snapshot's memory), the start of the reservation maps
+// the image file privately: the instance reads the snapshot's pages from
+// the page cache, shared with every other instance, and copies only the
+// pages it writes.
 type memoryLimit struct {
 	limit    uint64
+	image    *memImage
 	mapped   []byte // from mmap, unmapped by free
 	heap     []byte // fallback when mmap fails
+	started  bool
 	exceeded bool
 }
 
@@ -22,23 +31,42 @@ var _ experimental.MemoryAllocator = (*memoryLimit)(nil)
 
 // Allocate implements experimental.MemoryAllocator. One memoryLimit backs
 // one instance's single memory.
-func (m *memoryLimit) Allocate(cap, max uint64) experimental.LinearMemory {
-	reserve := m.limit
-	if max < reserve {
-		reserve = max
+func (m *memoryLimit) Allocate(capacity, maxBytes uint64) experimental.LinearMemory {
+	reserve := min(m.limit, maxBytes)
+	if m.image != nil {
+		reserve = max(reserve, m.image.size)
 	}
-	if reserve > 0 {
-		b, err := syscall.Mmap(-1, 0, int(reserve), syscall.PROT_READ|syscall.PROT_WRITE,
-			syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
-		if err == nil {
-			m.mapped = b
+	if reserve == 0 {
+		return m
+	}
+	b, err := unix.Mmap(-1, 0, int(reserve), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANON|unix.MAP_NORESERVE)
+	if err != nil {
+		return m
+	}
+	if m.image != nil && m.image.size > 0 {
+		_, err := unix.MmapPtr(int(m.image.f.Fd()), 0, unsafe.Pointer(&b[0]), uintptr(m.image.size),
+			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED)
+		if err != nil {
+			_ = unix.Munmap(b)
+			return m // Reallocate fails: instantiation reports it
 		}
 	}
+	m.mapped = b
 	return m
 }
 
 // Reallocate implements experimental.LinearMemory.
 func (m *memoryLimit) Reallocate(size uint64) []byte {
+	if m.image != nil && !m.started {
+		// The first call sizes the memory at instantiation: a restored
+		// instance starts with all of the snapshot's pages.
+		m.started = true
+		if m.mapped == nil {
+			return nil
+		}
+		size = max(size, m.image.size)
+	}
 	if size > m.limit {
 		m.exceeded = true
 		return nil
@@ -59,14 +87,41 @@ func (m *memoryLimit) Reallocate(size uint64) []byte {
 	return m.heap
 }
 
-// Free implements experimental.LinearMemory. The daemon frees explicitly
-// after closing the module (free), so this is a no-op.
+// Free implements experimental.LinearMemory. It is a no-op: wazero may
+// call it from the goroutine that watches the context while the guest still
+// runs; the instance's owner calls free once the guest has returned.
 func (m *memoryLimit) Free() {}
+
+// remapImage maps the image again over the start of the memory, dropping
+// every page the instance wrote there; the memory is the image again.
+func (m *memoryLimit) remapImage() error {
+	if m.mapped == nil || m.image == nil {
+		return fmt.Errorf("wasm: no image mapping to reset")
+	}
+	_, err := unix.MmapPtr(int(m.image.f.Fd()), 0, unsafe.Pointer(&m.mapped[0]), uintptr(m.image.size),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED)
+	if err != nil {
+		return fmt.Errorf("wasm: remap snapshot image: %w", err)
+	}
+	return nil
+}
 
 func (m *memoryLimit) free() {
 	if m.mapped != nil {
-		_ = syscall.Munmap(m.mapped)
+		_ = unix.Munmap(m.mapped)
 		m.mapped = nil
 	}
 	m.heap = nil
+}
+
+// touched returns the bytes of memory the instance made private (written
+// pages: copy-on-write copies of the image, and zero pages it filled),
+// read from /proc/self/pagemap; 0 if unknown. It costs a read of 8 bytes
+// per 4 KiB page of the memory's current size, so callers ask for it only
+// when measuring.
+func (m *memoryLimit) touched(size uint64) uint64 {
+	if m.mapped == nil || size == 0 {
+		return 0
+	}
+	return privatePages(m.mapped[:min(size, uint64(len(m.mapped)))])
 }

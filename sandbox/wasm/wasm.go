@@ -26,6 +26,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
+	kapi "github.com/kindling-dev/kindling/api"
 	"github.com/kindling-dev/kindling/errdefs"
 	"github.com/kindling-dev/kindling/phase"
 	"github.com/kindling-dev/kindling/sandbox"
@@ -44,6 +45,11 @@ const (
 // Option configures a Driver.
 type Option func(*Driver)
 
+// WithMemoryAccounting makes every invocation report the memory its
+// instance actually made private (sandbox.Result.TouchedBytes). It costs a
+// read of /proc/self/pagemap per invocation; benchmarks use it.
+func WithMemoryAccounting() Option { return func(d *Driver) { d.accounting = true } }
+
 // WithCacheDir keeps compiled modules in dir, so a restarted daemon does not
 // recompile. Without it, compiled modules live in memory only.
 func WithCacheDir(dir string) Option { return func(d *Driver) { d.cacheDir = dir } }
@@ -54,15 +60,21 @@ type Driver struct {
 	cache    wazero.CompilationCache
 	rt       wazero.Runtime
 
+	accounting bool
+	snapDir    string // where snapshots live (in cacheDir, or a temp dir)
+	tempSnap   bool   // snapDir is ours to remove
+
 	mu       sync.Mutex
-	compiled map[string]*compiledEntry // by artifact digest
+	compiled map[string]*compiledEntry // by artifact digest or snapshot key
 }
 
+// compiledEntry is a value built once and shared: a compiled module or a
+// snapshot.
 type compiledEntry struct {
-	refs   int
-	module wazero.CompiledModule
-	ready  chan struct{} // closed when module or err is set
-	err    error
+	refs  int
+	value any
+	ready chan struct{} // closed when value or err is set
+	err   error
 }
 
 var _ sandbox.Driver = (*Driver)(nil)
@@ -84,6 +96,13 @@ func New(ctx context.Context, opts ...Option) (*Driver, error) {
 		if err := os.MkdirAll(d.markerDir(), 0o755); err != nil {
 			return nil, fmt.Errorf("wasm: create cache markers: %w", err)
 		}
+		d.snapDir = filepath.Join(d.cacheDir, "snapshots")
+	} else {
+		dir, err := os.MkdirTemp("", "kindling-snapshots-*")
+		if err != nil {
+			return nil, fmt.Errorf("wasm: snapshot dir: %w", err)
+		}
+		d.snapDir, d.tempSnap = dir, true
 	}
 	d.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, d.rt); err != nil {
@@ -106,6 +125,9 @@ func (d *Driver) Close(ctx context.Context) error {
 	if d.cache != nil {
 		err = errors.Join(err, d.cache.Close(ctx))
 	}
+	if d.tempSnap {
+		err = errors.Join(err, os.RemoveAll(d.snapDir))
+	}
 	return err
 }
 
@@ -115,42 +137,49 @@ func (d *Driver) markerDir() string {
 	return filepath.Join(d.cacheDir, "kindling-compiled", engineVersion())
 }
 
-// Prepare implements sandbox.Driver: it compiles the artifact, at most once
-// per digest however many functions or callers share it.
+// Start modes, reported by Prepared.StartMode.
+const (
+	ModeCommand  = kapi.StartCommand  // a fresh instance runs _start per invocation
+	ModeSnapshot = kapi.StartSnapshot // every instance starts from an initialized snapshot
+)
+
+// Exports that make a module snapshot-friendly (a reactor built with the SDK).
+const (
+	exportInitialize = "_initialize"
+	exportHandle     = "kindling_handle"
+	exportStart      = "_start"
+)
+
+// Prepare implements sandbox.Driver. A reactor module exporting
+// _initialize and kindling_handle is initialized once and snapshotted;
+// every instance then starts from the snapshot. A command module (_start)
+// runs from scratch per invocation.
 func (d *Driver) Prepare(ctx context.Context, spec sandbox.Spec, rec *phase.Recorder) (sandbox.Prepared, error) {
 	if spec.MemoryMB <= 0 {
 		return nil, fmt.Errorf("wasm: memoryMB must be positive: %w", errdefs.ErrInvalidArgument)
 	}
-	d.mu.Lock()
-	e, ok := d.compiled[spec.Artifact]
-	if ok {
-		e.refs++
-		d.mu.Unlock()
-		start := time.Now()
-		<-e.ready
-		rec.Since(phase.Compile, start, CacheMemory)
-		if e.err != nil {
-			d.release(spec.Artifact, e)
-			return nil, e.err
-		}
-	} else {
-		e = &compiledEntry{refs: 1, ready: make(chan struct{})}
-		d.compiled[spec.Artifact] = e
-		d.mu.Unlock()
-		e.module, e.err = d.compile(ctx, spec, rec)
-		close(e.ready)
-		if e.err != nil {
-			d.mu.Lock()
-			delete(d.compiled, spec.Artifact)
-			d.mu.Unlock()
-			return nil, e.err
-		}
+	if spec.Load == nil {
+		return nil, fmt.Errorf("wasm: function %q has no artifact loader: %w", spec.Name, errdefs.ErrInvalidArgument)
 	}
-	if err := checkModule(e.module, spec.MemoryMB); err != nil {
-		d.release(spec.Artifact, e)
+	p := &prepared{d: d, spec: spec}
+	if snap, reason, err := d.prepareSnapshot(ctx, spec, rec); err != nil {
 		return nil, err
+	} else if snap != nil {
+		p.mode, p.snap = ModeSnapshot, snap
+		p.release = func() { d.release(snap.key) }
+		p.pool = make(chan *reactor, poolSize)
+	} else {
+		e, err := d.shared(spec.Artifact, func() (any, error) { return d.compileArtifact(ctx, spec, rec) }, rec)
+		if err != nil {
+			return nil, err
+		}
+		p.mode, p.reason, p.module = ModeCommand, reason, e.(wazero.CompiledModule)
+		p.release = func() { d.release(spec.Artifact) }
+		if err := checkCommand(p.module, spec.MemoryMB); err != nil {
+			p.Close(ctx)
+			return nil, err
+		}
 	}
-	p := &prepared{d: d, digest: spec.Artifact, entry: e, spec: spec}
 	p.baseConfig = wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions().
@@ -165,20 +194,58 @@ func (d *Driver) Prepare(ctx context.Context, spec sandbox.Spec, rec *phase.Reco
 	return p, nil
 }
 
-func (d *Driver) compile(ctx context.Context, spec sandbox.Spec, rec *phase.Recorder) (wazero.CompiledModule, error) {
-	start := time.Now()
-	if spec.Load == nil {
-		return nil, fmt.Errorf("wasm: function %q has no artifact loader: %w", spec.Name, errdefs.ErrInvalidArgument)
+// shared returns the value built once for key, however many callers ask
+// concurrently, and takes a reference on it (see release). A caller that
+// finds it already built records phase.Compile with CacheMemory.
+func (d *Driver) shared(key string, build func() (any, error), rec *phase.Recorder) (any, error) {
+	d.mu.Lock()
+	e, ok := d.compiled[key]
+	if ok {
+		e.refs++
+		d.mu.Unlock()
+		start := time.Now()
+		<-e.ready
+		if e.err != nil {
+			d.release(key)
+			return nil, e.err
+		}
+		rec.Since(phase.Compile, start, CacheMemory)
+		return e.value, nil
 	}
+	e = &compiledEntry{refs: 1, ready: make(chan struct{})}
+	d.compiled[key] = e
+	d.mu.Unlock()
+	e.value, e.err = build()
+	close(e.ready)
+	if e.err != nil {
+		d.mu.Lock()
+		if d.compiled[key] == e {
+			delete(d.compiled, key)
+		}
+		d.mu.Unlock()
+		return nil, e.err
+	}
+	return e.value, nil
+}
+
+// compileArtifact loads and compiles the function's artifact as is.
+func (d *Driver) compileArtifact(ctx context.Context, spec sandbox.Spec, rec *phase.Recorder) (wazero.CompiledModule, error) {
+	start := time.Now()
 	bin, err := spec.Load()
 	if err != nil {
 		return nil, fmt.Errorf("wasm: load artifact %s: %w", spec.Artifact, err)
 	}
-	start = rec.Since(phase.ArtifactLoad, start, "")
+	rec.Since(phase.ArtifactLoad, start, "")
+	return d.compile(ctx, spec.Artifact, bin, rec)
+}
+
+// compile compiles bin, identified by digest for the cache-hit marker.
+func (d *Driver) compile(ctx context.Context, digest string, bin []byte, rec *phase.Recorder) (wazero.CompiledModule, error) {
+	start := time.Now()
 	detail := CacheMiss
 	var marker string
 	if d.cacheDir != "" {
-		marker = filepath.Join(d.markerDir(), strings.TrimPrefix(spec.Artifact, "sha256:"))
+		marker = filepath.Join(d.markerDir(), strings.TrimPrefix(digest, "sha256:"))
 		if _, err := os.Stat(marker); err == nil {
 			detail = CacheDisk
 		}
@@ -195,10 +262,10 @@ func (d *Driver) compile(ctx context.Context, spec sandbox.Spec, rec *phase.Reco
 	return mod, nil
 }
 
-// checkModule rejects modules kindling cannot run as commands.
-func checkModule(m wazero.CompiledModule, memoryMB int) error {
-	if _, ok := m.ExportedFunctions()["_start"]; !ok {
-		return fmt.Errorf("module exports no _start function (not a WASI command module): %w", errdefs.ErrInvalidArgument)
+// checkCommand rejects modules kindling cannot run as commands.
+func checkCommand(m wazero.CompiledModule, memoryMB int) error {
+	if _, ok := m.ExportedFunctions()[exportStart]; !ok {
+		return fmt.Errorf("module exports neither _start (a WASI command) nor _initialize and kindling_handle (a reactor built with the kindling SDK): %w", errdefs.ErrInvalidArgument)
 	}
 	limit := uint64(memoryMB) << 20
 	for _, mem := range m.ExportedMemories() {
@@ -213,16 +280,24 @@ func checkModule(m wazero.CompiledModule, memoryMB int) error {
 	return nil
 }
 
-func (d *Driver) release(digest string, e *compiledEntry) {
+// release drops a reference taken by shared; the last one closes the value.
+func (d *Driver) release(key string) {
 	d.mu.Lock()
+	e, ok := d.compiled[key]
+	if !ok {
+		d.mu.Unlock()
+		return
+	}
 	e.refs--
 	last := e.refs == 0
-	if last && d.compiled[digest] == e {
-		delete(d.compiled, digest)
+	if last {
+		delete(d.compiled, key)
 	}
 	d.mu.Unlock()
-	if last && e.module != nil {
-		_ = e.module.Close(context.Background())
+	if last {
+		if c, ok := e.value.(interface{ Close(context.Context) error }); ok {
+			_ = c.Close(context.Background())
+		}
 	}
 }
 
@@ -230,71 +305,118 @@ const pageSize = 65536
 
 type prepared struct {
 	d          *Driver
-	digest     string
-	entry      *compiledEntry
 	spec       sandbox.Spec
+	mode       string
+	reason     string                // why the command mode was chosen
+	module     wazero.CompiledModule // command mode
+	snap       *snapshot             // snapshot mode
+	release    func()
 	baseConfig wazero.ModuleConfig
 	closeOnce  sync.Once
+
+	// Snapshot mode keeps instances that finished cleanly, reset to the
+	// snapshot, for the next requests.
+	pool   chan *reactor
+	poolMu sync.Mutex
+	closed bool
 }
 
-// Start implements sandbox.Prepared. Wasm instances are created fresh
-// inside Invoke, so Start only binds the prepared module.
+var _ sandbox.StartModer = (*prepared)(nil)
+
+// StartMode implements sandbox.StartModer.
+func (p *prepared) StartMode() (string, string) { return p.mode, p.reason }
+
+// Start implements sandbox.Prepared. A snapshot-mode function hands out a
+// pooled instance already reset to the snapshot if it has one; otherwise
+// the instance is created inside Invoke.
 func (p *prepared) Start(ctx context.Context, rec *phase.Recorder) (sandbox.Instance, error) {
+	if p.pool != nil {
+		select {
+		case r := <-p.pool:
+			return &instance{p: p, reactor: r}, nil
+		default:
+		}
+	}
 	return &instance{p: p}, nil
 }
 
 // Close implements sandbox.Prepared.
 func (p *prepared) Close(ctx context.Context) error {
-	p.closeOnce.Do(func() { p.d.release(p.digest, p.entry) })
+	p.closeOnce.Do(func() {
+		if p.pool != nil {
+			p.poolMu.Lock()
+			p.closed = true
+			p.poolMu.Unlock()
+			for {
+				select {
+				case r := <-p.pool:
+					r.close()
+					continue
+				default:
+				}
+				break
+			}
+		}
+		p.release()
+	})
 	return nil
 }
 
 type instance struct {
-	p    *prepared
-	used bool
+	p       *prepared
+	reactor *reactor // snapshot mode: a pooled instance, if one was ready
+	used    bool
 }
 
 // Close implements sandbox.Instance.
-func (i *instance) Close(ctx context.Context) error { return nil }
+func (i *instance) Close(ctx context.Context) error {
+	if !i.used && i.reactor != nil {
+		i.p.put(i.reactor) // never invoked: still pristine
+	}
+	return nil
+}
 
-// Invoke implements sandbox.Instance: instantiate a fresh module, run
-// _start, tear the instance down.
+// Invoke implements sandbox.Instance.
 func (i *instance) Invoke(ctx context.Context, req *sandbox.Request) (sandbox.Result, error) {
 	if i.used {
 		return sandbox.Result{}, fmt.Errorf("wasm: instance already used (single-use): %w", errdefs.ErrFailedPrecondition)
 	}
 	i.used = true
+	if i.p.snap != nil {
+		return i.invokeReactor(ctx, req)
+	}
+	return i.invokeCommand(ctx, req)
+}
+
+// invokeCommand instantiates a fresh module and runs _start.
+func (i *instance) invokeCommand(ctx context.Context, req *sandbox.Request) (sandbox.Result, error) {
 	p := i.p
 	rec := req.Phases
 	begin := time.Now()
-
-	mark := &firstTouch{}
+	io := &stdio{}
 	cfg := p.baseConfig.
-		WithStdin(&markReader{r: req.Stdin, mark: mark}).
-		WithStdout(&markWriter{w: req.Stdout, mark: mark}).
-		WithStderr(nonNil(req.Stderr))
+		WithStdin(stdinReader{io}).
+		WithStdout(stdoutWriter{io}).
+		WithStderr(stderrWriter{io})
 	for _, kv := range req.Env {
 		cfg = withEnvPair(cfg, kv)
 	}
-
 	mem := &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20}
-	ictx := experimental.WithMemoryAllocator(ctx, mem)
-	mod, err := p.d.rt.InstantiateModule(ictx, p.entry.module, cfg)
+	mod, err := p.d.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), p.module, cfg)
 	t := rec.Since(phase.Instantiate, begin, "")
 	if err != nil {
 		mem.free()
 		return sandbox.Result{}, classify(ctx, err, mem, "instantiate")
 	}
-	mark.start = t
-	_, err = mod.ExportedFunction("_start").Call(ctx)
+	io.bind(req.Stdin, req.Stdout, req.Stderr, t)
+	_, err = mod.ExportedFunction(exportStart).Call(ctx)
 	end := time.Now()
-	if mark.at.IsZero() {
-		mark.at = end
-	}
-	rec.Add(phase.Startup, mark.at.Sub(t), "")
-	rec.Add(phase.Run, end.Sub(mark.at), "")
+	recordRun(rec, t, io.firstTouch(end), end)
 
 	res := sandbox.Result{MemoryBytes: memSize(mod)}
+	if p.d.accounting {
+		res.TouchedBytes = mem.touched(res.MemoryBytes)
+	}
 	_ = mod.Close(context.Background())
 	mem.free()
 	res.Duration = rec.Since(phase.Teardown, end, "").Sub(begin)
@@ -310,6 +432,12 @@ func (i *instance) Invoke(ctx context.Context, req *sandbox.Request) (sandbox.Re
 		return res, ferr
 	}
 	return res, nil
+}
+
+// recordRun splits the guest's time at its first touch of the request.
+func recordRun(rec *phase.Recorder, start, touch, end time.Time) {
+	rec.Add(phase.Startup, touch.Sub(start), "")
+	rec.Add(phase.Run, end.Sub(touch), "")
 }
 
 func memSize(mod api.Module) uint64 {

@@ -71,7 +71,7 @@ func TestPrepare_Errors(t *testing.T) {
 		want     string
 	}{
 		{"not wasm", "garbage.wasm", 16, "not a valid WebAssembly module"},
-		{"reactor without _start", "reactor.wasm", 16, "exports no _start"},
+		{"reactor without handler", "reactor.wasm", 16, "exports neither _start"},
 		{"zero memory", "hello.wasm", 0, "memoryMB must be positive"},
 	}
 	for _, tc := range tests {
@@ -135,6 +135,12 @@ func BenchmarkColdStart(b *testing.B) {
 		})
 		b.Run("floor/"+m.name, func(b *testing.B) { benchmarkFloor(b, m.bin, []byte("kindling")) })
 	}
+	// The same Go hello source built as an SDK reactor: every instance
+	// restored from the snapshot taken after initialization.
+	reactor := testmodules.BuildGoReactor(b, "examples/hello-go")
+	b.Run("kindling-snapshot/hello-go", func(b *testing.B) {
+		sandboxtest.BenchmarkColdStart(b, newDriver(b, wasm.WithMemoryAccounting()), sandboxtest.Spec("hello-go", reactor, 64), []byte("kindling"))
+	})
 }
 
 // benchmarkFloor is bare wazero: instantiate and run the module, nothing

@@ -1,0 +1,36 @@
+package kindling
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestReadRequestWriteResponse(t *testing.T) {
+	env := map[string]string{"REQUEST_METHOD": "POST", "PATH_INFO": "/a", "QUERY_STRING": "q=1",
+		"HTTP_X_TRACE_ID": "t", "CONTENT_TYPE": "text/plain", "GREETING": "hi"}
+	r := newRequest([]byte("body"), env)
+	if r.Method != "POST" || r.Path != "/a" || r.Query != "q=1" || string(r.Body) != "body" ||
+		r.Header["X-Trace-Id"] != "t" || r.Header["Content-Type"] != "text/plain" || r.Getenv("GREETING") != "hi" {
+		t.Fatalf("request = %+v", r)
+	}
+	var out bytes.Buffer
+	if err := writeResponse(&out, Text(201, "made")); err != nil {
+		t.Fatal(err)
+	}
+	want := "Status: 201\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nmade"
+	if out.String() != want {
+		t.Fatalf("response %q, want %q", out.String(), want)
+	}
+}
+
+func TestParseEnvFrame(t *testing.T) {
+	env, body, err := parseEnvFrame([]byte("KINDLING/1 12\nA=1\x00B=two=2\x00payload"))
+	if err != nil || env["A"] != "1" || env["B"] != "two=2" || string(body) != "payload" {
+		t.Fatalf("env %v body %q err %v", env, body, err)
+	}
+	for _, bad := range []string{"", "payload", "KINDLING/1 x\n", "KINDLING/1 99\nA=1\x00"} {
+		if _, _, err := parseEnvFrame([]byte(bad)); err == nil {
+			t.Errorf("parseEnvFrame(%q) accepted", bad)
+		}
+	}
+}
