@@ -35,6 +35,18 @@ type FunctionSpec struct {
 	TimeoutMs int               `json:"timeoutMs,omitempty" yaml:"timeoutMs"`
 	Env       map[string]string `json:"env,omitempty" yaml:"env"`
 	Args      []string          `json:"args,omitempty" yaml:"args"`
+
+	// Scheduling. KeepAlive is a policy: "fixed" (10 minutes), "fixed:5m",
+	// "none", "hybrid" (Azure's hybrid histogram); empty means the daemon's
+	// default. MinInstances are kept started; MaxInstances caps them (0: the
+	// memory budget is the cap). QueueSize bounds requests waiting for an
+	// instance (0: the default of 64). Concurrency is the requests one
+	// instance serves at once (single-use sandboxes such as wasm serve 1).
+	KeepAlive    string `json:"keepAlive,omitempty" yaml:"keepAlive"`
+	MinInstances int    `json:"minInstances,omitempty" yaml:"minInstances"`
+	MaxInstances int    `json:"maxInstances,omitempty" yaml:"maxInstances"`
+	QueueSize    int    `json:"queueSize,omitempty" yaml:"queueSize"`
+	Concurrency  int    `json:"concurrency,omitempty" yaml:"concurrency"`
 }
 
 // Timeout returns the spec's timeout as a duration.

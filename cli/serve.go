@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kindling-dev/kindling/daemon"
+	"github.com/kindling-dev/kindling/tracing"
 )
 
 func newServe() *cobra.Command {
@@ -17,6 +18,8 @@ func newServe() *cobra.Command {
 		deploy                               []string
 		maxBody                              int64
 		drain                                time.Duration
+		memBudget                            int
+		keepAlive, traceExporter, traceURL   string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -28,7 +31,9 @@ func newServe() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			d, err := daemon.New(ctx, daemon.Config{DataDir: dataDir, Logger: log, MaxBodyBytes: maxBody})
+			d, err := daemon.New(ctx, daemon.Config{DataDir: dataDir, Logger: log, MaxBodyBytes: maxBody,
+				MemoryBudgetMB: memBudget, KeepAlive: keepAlive,
+				Tracing: tracing.Config{Exporter: traceExporter, Endpoint: traceURL}})
 			if err != nil {
 				return err
 			}
@@ -54,6 +59,10 @@ func newServe() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.Int64Var(&maxBody, "max-body-bytes", 6<<20, "largest accepted invocation body")
 	f.DurationVar(&drain, "drain", 30*time.Second, "how long to let in-flight requests finish on shutdown")
+	f.IntVar(&memBudget, "memory-budget", 0, "memory (MiB) all instances share; 0 means half of the host's memory")
+	f.StringVar(&keepAlive, "keep-alive", "fixed", "default keep-alive policy: fixed (10m), fixed:DURATION, none, hybrid")
+	f.StringVar(&traceExporter, "trace-exporter", "none", "trace exporter: none, stdout, otlp, zipkin")
+	f.StringVar(&traceURL, "trace-endpoint", "", "OTLP collector base URL (default http://127.0.0.1:4318) or Zipkin spans URL (default http://127.0.0.1:9411/api/v2/spans)")
 	return cmd
 }
 

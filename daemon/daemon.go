@@ -18,8 +18,10 @@ import (
 	"github.com/kindling-dev/kindling/metrics"
 	"github.com/kindling-dev/kindling/sandbox"
 	"github.com/kindling-dev/kindling/sandbox/wasm"
+	"github.com/kindling-dev/kindling/scheduler"
 	"github.com/kindling-dev/kindling/server"
 	"github.com/kindling-dev/kindling/store"
+	"github.com/kindling-dev/kindling/tracing"
 )
 
 // Config configures a daemon.
@@ -27,6 +29,25 @@ type Config struct {
 	DataDir      string
 	Logger       *slog.Logger
 	MaxBodyBytes int64
+	// MemoryBudgetMB is the memory all instances share (0: DefaultMemoryBudgetMB()).
+	MemoryBudgetMB int
+	// KeepAlive is the default keep-alive policy ("fixed", "fixed:5m",
+	// "none", "hybrid"); empty means fixed 10 minutes.
+	KeepAlive string
+	// Tracing selects the trace exporter.
+	Tracing tracing.Config
+}
+
+// DefaultMemoryBudgetMB is half of the host's memory (4096 if unknown).
+func DefaultMemoryBudgetMB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err == nil {
+		var kb int
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil && kb > 0 {
+			return kb / 1024 / 2
+		}
+	}
+	return 4096
 }
 
 // Daemon is an assembled kindling daemon.
@@ -35,6 +56,8 @@ type Daemon struct {
 	Functions *function.Service
 	Server    *server.Server
 	Metrics   *metrics.Metrics
+	Scheduler *scheduler.Scheduler
+	Tracer    *tracing.Tracer
 	logs      *logs.Dir
 	drivers   []sandbox.Driver
 	log       *slog.Logger
@@ -56,13 +79,32 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{Store: st, Metrics: metrics.New(), logs: logs.New(st.LogDir(), 0), drivers: []sandbox.Driver{wd}, log: log}
-	d.Functions, err = function.New(function.Config{Store: st, Drivers: d.drivers, Logs: d.logs, Metrics: d.Metrics, Logger: log})
+	var policy scheduler.Policy
+	if cfg.KeepAlive != "" {
+		if policy, err = scheduler.ParsePolicy(cfg.KeepAlive); err != nil {
+			d.Close(ctx)
+			return nil, fmt.Errorf("keep-alive policy: %w", err)
+		}
+	}
+	if cfg.MemoryBudgetMB == 0 {
+		cfg.MemoryBudgetMB = DefaultMemoryBudgetMB()
+	}
+	d.Scheduler = scheduler.New(scheduler.Options{MemoryBudgetMB: cfg.MemoryBudgetMB, DefaultPolicy: policy, Logger: log})
+	if d.Tracer, err = tracing.New(ctx, cfg.Tracing); err != nil {
+		d.Close(ctx)
+		return nil, err
+	}
+	d.Functions, err = function.New(function.Config{Store: st, Drivers: d.drivers, Logs: d.logs, Metrics: d.Metrics,
+		Logger: log, Scheduler: d.Scheduler, Tracer: d.Tracer})
 	if err != nil {
 		d.Close(ctx)
 		return nil, err
 	}
-	d.Server = server.New(server.Config{Functions: d.Functions, Logs: d.logs, Metrics: d.Metrics, Logger: log, MaxBodyBytes: cfg.MaxBodyBytes})
-	log.Info("data directory opened", "dir", cfg.DataDir, "functions", len(d.Functions.List()))
+	d.Metrics.WatchPools(d.Functions.PoolStats)
+	d.Server = server.New(server.Config{Functions: d.Functions, Logs: d.logs, Metrics: d.Metrics, Tracer: d.Tracer,
+		Logger: log, MaxBodyBytes: cfg.MaxBodyBytes})
+	log.Info("data directory opened", "dir", cfg.DataDir, "functions", len(d.Functions.List()),
+		"memoryBudgetMB", cfg.MemoryBudgetMB, "keepAlive", cfg.KeepAlive, "traces", cfg.Tracing.Exporter)
 	return d, nil
 }
 
@@ -71,6 +113,12 @@ func (d *Daemon) Close(ctx context.Context) error {
 	var errs []error
 	if d.Functions != nil {
 		errs = append(errs, d.Functions.Close(ctx))
+	}
+	if d.Scheduler != nil {
+		errs = append(errs, d.Scheduler.Close(ctx))
+	}
+	if d.Tracer != nil {
+		errs = append(errs, d.Tracer.Shutdown(ctx))
 	}
 	for _, drv := range d.drivers {
 		errs = append(errs, drv.Close(ctx))

@@ -27,7 +27,9 @@ import (
 	"github.com/kindling-dev/kindling/metrics"
 	"github.com/kindling-dev/kindling/phase"
 	"github.com/kindling-dev/kindling/sandbox"
+	"github.com/kindling-dev/kindling/scheduler"
 	"github.com/kindling-dev/kindling/store"
+	"github.com/kindling-dev/kindling/tracing"
 )
 
 // Limits on what a function may produce.
@@ -50,6 +52,11 @@ type Config struct {
 	Logs    *logs.Dir
 	Metrics *metrics.Metrics // optional
 	Logger  *slog.Logger     // optional
+	// Scheduler pools instances; nil means a scheduler with no memory
+	// budget and the default keep-alive policy.
+	Scheduler *scheduler.Scheduler
+	// Tracer turns invocations into OpenTelemetry traces; nil disables.
+	Tracer *tracing.Tracer
 }
 
 // Service deploys and invokes functions. It is safe for concurrent use.
@@ -62,8 +69,11 @@ type Service struct {
 
 	fns      sync.Map // name -> *entry
 	deployMu sync.Mutex
+	sched    *scheduler.Scheduler
+	ownSched bool
 
 	records *recordWriter
+	traces  *traceQueue
 }
 
 // New loads the deployed functions from the store and returns the service.
@@ -79,6 +89,10 @@ func New(cfg Config) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.sched = cfg.Scheduler
+	if s.sched == nil {
+		s.sched, s.ownSched = scheduler.New(scheduler.Options{Logger: s.log}), true
+	}
 	for _, d := range cfg.Drivers {
 		s.drivers[d.Name()] = d
 	}
@@ -91,18 +105,27 @@ func New(cfg Config) (*Service, error) {
 		if !ok {
 			s.log.Warn("function's runtime is not available; it will fail until redeployed", "function", f.Name, "runtime", f.Runtime)
 		}
-		s.fns.Store(f.Name, newEntry(f, d))
+		e := newEntry(f, d)
+		if err := s.register(e); err != nil {
+			s.log.Warn("function not schedulable; it will fail until redeployed", "function", f.Name, "err", err)
+		}
+		s.fns.Store(f.Name, e)
 	}
 	if s.metrics != nil {
 		s.metrics.Functions.Set(float64(len(fns)))
 	}
 	s.records = newRecordWriter(s.store, s.log)
+	s.traces = newTraceQueue(cfg.Tracer)
 	return s, nil
 }
 
 // Close flushes pending invocation records and releases prepared functions.
 func (s *Service) Close(ctx context.Context) error {
+	if s.ownSched {
+		_ = s.sched.Close(ctx)
+	}
 	s.records.close()
+	s.traces.close()
 	s.fns.Range(func(_, v any) bool {
 		v.(*entry).retire(ctx)
 		return true
@@ -151,6 +174,19 @@ func (s *Service) validate(name string, spec *api.FunctionSpec) error {
 		if !envKeyRE.MatchString(k) {
 			return invalid("env", "%q is not a valid variable name", k)
 		}
+	}
+	if spec.KeepAlive != "" {
+		if _, err := scheduler.ParsePolicy(spec.KeepAlive); err != nil {
+			return invalid("keepAlive", "%v", err)
+		}
+	}
+	for field, v := range map[string]int{"minInstances": spec.MinInstances, "maxInstances": spec.MaxInstances, "queueSize": spec.QueueSize, "concurrency": spec.Concurrency} {
+		if v < 0 || v > 10_000 {
+			return invalid(field, "%d is outside 0..10000", v)
+		}
+	}
+	if spec.MaxInstances > 0 && spec.MinInstances > spec.MaxInstances {
+		return invalid("minInstances", "%d is more than maxInstances (%d)", spec.MinInstances, spec.MaxInstances)
 	}
 	if spec.Artifact == "" {
 		return invalid("artifact", "required (upload the module with POST /v1/artifacts first)")
@@ -219,6 +255,10 @@ func (s *Service) Deploy(ctx context.Context, name string, spec api.FunctionSpec
 	}
 	e := newEntry(f, d)
 	e.setPrepared(p)
+	if err := s.register(e); err != nil {
+		p.Close(ctx)
+		return api.Function{}, fmt.Errorf("schedule %q: %w", name, err)
+	}
 	s.fns.Store(name, e)
 	if hadOld {
 		old.retire(ctx)
@@ -281,6 +321,9 @@ func (s *Service) Delete(ctx context.Context, name string) error {
 		return fmt.Errorf("delete %q: %w", name, err)
 	}
 	s.fns.Delete(name)
+	if err := s.sched.Unregister(ctx, name); err != nil {
+		s.log.Warn("instances not stopped", "function", name, "err", err)
+	}
 	e.retire(ctx)
 	if err := s.store.DeleteArtifact(e.fn.Artifact); err != nil {
 		s.log.Warn("artifact not removed", "function", name, "err", err)
@@ -395,6 +438,19 @@ func tail(b []byte, max int) string {
 		b = b[len(b)-max:]
 	}
 	return string(b)
+}
+
+// PoolStats reports every function's instances, for metrics.
+func (s *Service) PoolStats() []metrics.PoolStats {
+	var out []metrics.PoolStats
+	s.fns.Range(func(k, _ any) bool {
+		if st, ok := s.sched.Stats(k.(string)); ok {
+			out = append(out, metrics.PoolStats{Function: k.(string), Starting: st.Starting, Idle: st.Idle,
+				Busy: st.Busy, Stopping: st.Stopping, Queued: st.Queued, MemoryMB: st.MemoryMB})
+		}
+		return true
+	})
+	return out
 }
 
 // Store returns the service's store (for artifact uploads).

@@ -78,16 +78,18 @@ func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result
 		g.Inc()
 		defer g.Dec()
 	}
-	rec.Since(phase.QueueWait, begin, "")
+	rec.Add(phase.QueueWait, 0, "") // first in the table; the wait is added below
 
-	p, _, err := e.ensurePrepared(ctx, s, rec)
-	if err != nil {
+	if _, _, err := e.ensurePrepared(ctx, s, rec); err != nil {
 		return nil, err
 	}
-	inst, err := p.Start(ctx, rec)
+	lease, err := s.sched.Acquire(withRecorder(ctx, rec), name)
 	if err != nil {
-		return nil, fmt.Errorf("start instance of %q: %w", name, err)
+		return nil, fmt.Errorf("function %q: %w", name, err)
 	}
+	rec.Add(phase.QueueWait, lease.QueueWait()-lease.StartDuration(), "")
+	inst := lease.Instance().(sandbox.Instance)
+
 	stdout := &capped{max: MaxResponseBytes}
 	stderr := &capped{max: maxStderrBytes}
 	env := req.Env
@@ -100,10 +102,12 @@ func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result
 		Phases: rec,
 	})
 	cancel()
-	// Cold: the instance was created for this request, not taken ready.
-	inv.Cold = !res.Warm
+	// Cold: the instance was created for this request, not taken ready
+	// (from the scheduler's pool, or the sandbox's own pool of reset instances).
+	inv.Cold = lease.Cold() && !res.Warm
 	closeStart := time.Now()
-	_ = inst.Close(ctx)
+	// A function failure makes a reusable instance suspect: retire it.
+	s.sched.Release(lease, runErr == nil)
 	rec.Since(phase.Teardown, closeStart, "")
 
 	if runErr == nil && stdout.overflow {
@@ -138,6 +142,7 @@ func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result
 		s.metrics.ObservePhases(e.fn.Runtime, inv.Phases)
 	}
 	s.records.put(inv)
+	s.traces.record(ctx, inv)
 
 	// A cancelled request is not a function failure.
 	if errors.Is(runErr, context.Canceled) {

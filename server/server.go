@@ -22,6 +22,7 @@ import (
 	"github.com/kindling-dev/kindling/logs"
 	"github.com/kindling-dev/kindling/metrics"
 	"github.com/kindling-dev/kindling/phase"
+	"github.com/kindling-dev/kindling/tracing"
 	"github.com/kindling-dev/kindling/wagi"
 )
 
@@ -33,6 +34,7 @@ type Config struct {
 	Functions        *function.Service
 	Logs             *logs.Dir
 	Metrics          *metrics.Metrics
+	Tracer           *tracing.Tracer // extracts incoming trace context; nil disables
 	Logger           *slog.Logger
 	MaxBodyBytes     int64 // invocation bodies; default api.DefaultMaxBodyBytes
 	MaxArtifactBytes int64 // artifact uploads; default DefaultMaxArtifactBytes
@@ -290,7 +292,8 @@ func (s *Server) serveInvocation(w http.ResponseWriter, r *http.Request, name st
 		return
 	}
 	wr.ContentLen = int64(len(body))
-	res, err := s.cfg.Functions.Invoke(r.Context(), name, function.Request{Body: body, Env: wagi.Env(wr)})
+	ctx := s.cfg.Tracer.Extract(r.Context(), r.Header)
+	res, err := s.cfg.Functions.Invoke(ctx, name, function.Request{Body: body, Env: wagi.Env(wr)})
 	if err != nil {
 		writeError(w, err)
 		return

@@ -45,6 +45,8 @@ func start(t testing.TB, dir string) *harness {
 	return h
 }
 
+func newClient(url string) *client.Client { return client.New(url) }
+
 func (h *harness) stop() {
 	if h.srv == nil {
 		return

@@ -117,13 +117,7 @@ func (i *instance) invokeReactor(ctx context.Context, req *sandbox.Request) (san
 	rec := req.Phases
 	begin := time.Now()
 	r := i.reactor
-	res := sandbox.Result{Warm: r != nil}
-	if r == nil {
-		var err error
-		if r, err = p.newReactor(ctx, rec); err != nil {
-			return res, err
-		}
-	}
+	res := sandbox.Result{Warm: i.pooled}
 	i.reactor = nil
 	t := time.Now()
 	var stdin io.Reader = bytes.NewReader(envFrame(p.spec.Env, req.Env))

@@ -327,17 +327,24 @@ var _ sandbox.StartModer = (*prepared)(nil)
 func (p *prepared) StartMode() (string, string) { return p.mode, p.reason }
 
 // Start implements sandbox.Prepared. A snapshot-mode function hands out a
-// pooled instance already reset to the snapshot if it has one; otherwise
-// the instance is created inside Invoke.
+// pooled instance already reset to the snapshot if it has one, or restores
+// a new one from the snapshot now, so that an instance started ahead of
+// demand is ready to serve. A command-mode instance is created inside
+// Invoke, when the request's environment is known.
 func (p *prepared) Start(ctx context.Context, rec *phase.Recorder) (sandbox.Instance, error) {
-	if p.pool != nil {
-		select {
-		case r := <-p.pool:
-			return &instance{p: p, reactor: r}, nil
-		default:
-		}
+	if p.pool == nil {
+		return &instance{p: p}, nil
 	}
-	return &instance{p: p}, nil
+	select {
+	case r := <-p.pool:
+		return &instance{p: p, reactor: r, pooled: true}, nil
+	default:
+	}
+	r, err := p.newReactor(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return &instance{p: p, reactor: r}, nil
 }
 
 // Close implements sandbox.Prepared.
@@ -364,7 +371,8 @@ func (p *prepared) Close(ctx context.Context) error {
 
 type instance struct {
 	p       *prepared
-	reactor *reactor // snapshot mode: a pooled instance, if one was ready
+	reactor *reactor // snapshot mode: the instance, restored from the snapshot
+	pooled  bool     // the reactor was taken ready from the pool
 	used    bool
 }
 
