@@ -34,6 +34,16 @@ type Spec struct {
 	Args []string
 	// Env are the function's own environment variables ("K=V").
 	Env []string
+	// Mounts are host directories the guest sees (WASI preopens for the
+	// wasm sandbox); none by default: functions get no filesystem.
+	Mounts []Mount
+}
+
+// Mount exposes a host directory to the guest.
+type Mount struct {
+	HostPath  string
+	GuestPath string
+	ReadOnly  bool
 }
 
 // Request is one invocation's I/O.

@@ -191,6 +191,9 @@ func (d *Driver) Prepare(ctx context.Context, spec sandbox.Spec, rec *phase.Reco
 	for _, kv := range spec.Env {
 		p.baseConfig = withEnvPair(p.baseConfig, kv)
 	}
+	if len(spec.Mounts) > 0 {
+		p.baseConfig = p.baseConfig.WithFSConfig(fsConfig(spec.Mounts))
+	}
 	return p, nil
 }
 
@@ -479,6 +482,19 @@ func classify(ctx context.Context, err error, mem *memoryLimit, stage string) er
 		}
 		return &errdefs.FunctionError{Kind: errdefs.KindTrap, Message: fmt.Sprintf("%s: %s", stage, msg), Err: err}
 	}
+}
+
+// fsConfig preopens the mounts as WASI directories.
+func fsConfig(mounts []sandbox.Mount) wazero.FSConfig {
+	fs := wazero.NewFSConfig()
+	for _, m := range mounts {
+		if m.ReadOnly {
+			fs = fs.WithReadOnlyDirMount(m.HostPath, m.GuestPath)
+		} else {
+			fs = fs.WithDirMount(m.HostPath, m.GuestPath)
+		}
+	}
+	return fs
 }
 
 func withEnvPair(cfg wazero.ModuleConfig, kv string) wazero.ModuleConfig {

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -212,4 +215,35 @@ func BenchmarkCompile(b *testing.B) {
 			prepare(b, d)
 		}
 	})
+}
+
+func TestMounts(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "greeting.txt"), []byte("from the host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := testmodules.BuildGo(t, "internal/testmodules/readfile")
+	d := newDriver(t)
+	tests := []struct {
+		name   string
+		mounts []sandbox.Mount
+		want   string
+		fails  bool
+	}{
+		{"mounted", []sandbox.Mount{{HostPath: dir, GuestPath: "/data", ReadOnly: true}}, "from the host", false},
+		{"no mounts: no filesystem", nil, "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := sandboxtest.Spec("readfile", bin, 64)
+			spec.Args, spec.Mounts = []string{"/data/greeting.txt"}, tc.mounts
+			out, err := sandboxtest.Invoke(context.Background(), d, spec, "", 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (out.Err != nil) != tc.fails || out.Stdout != tc.want {
+				t.Fatalf("stdout %q err %v; want %q fails=%v", out.Stdout, out.Err, tc.want, tc.fails)
+			}
+		})
+	}
 }
