@@ -79,6 +79,7 @@ type ArtifactRef struct {
 
 // Invocation statuses.
 const (
+	StatusQueued    = "queued" // accepted asynchronously, not started
 	StatusRunning   = "running"
 	StatusSucceeded = "succeeded"
 	StatusFailed    = "failed"
@@ -98,6 +99,18 @@ type Invocation struct {
 	HTTPStatus int            `json:"httpStatus,omitempty"`
 	Error      *ErrorInfo     `json:"error,omitempty"`
 	StderrTail string         `json:"stderrTail,omitempty"`
+	// Async marks an invocation accepted with 202; its Response is kept.
+	Async    bool      `json:"async,omitempty"`
+	Response *Response `json:"response,omitempty"`
+	Attempts int       `json:"attempts,omitempty"`
+}
+
+// Response is the function's response to an asynchronous invocation, as
+// the HTTP trigger would have served it.
+type Response struct {
+	Status  int               `json:"status"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Body    []byte            `json:"body"`
 }
 
 // ErrorInfo describes a failure. Kind is one of the function failure kinds

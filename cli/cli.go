@@ -73,6 +73,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newLogs(g),
 		newRunCmd(g),
 		newBuild(),
+		newInvocation(g),
+		newSim(),
 	)
 	return root
 }

@@ -66,6 +66,8 @@ func TestClientCommands(t *testing.T) {
 		{"unknown function", "", []string{"invoke", "nope"}, 1, "", `kindling: not_found: function "nope": not found`},
 		{"bad deploy", "", []string{"deploy", "bad", "--wasm", hello, "--memory", "-4"}, 1, "", "memoryMB"},
 		{"missing wasm flag", "", []string{"deploy", "x"}, 1, "", "--wasm FILE is required"},
+		{"invoke async", "", []string{"invoke", "echo", "-d", "later", "--async"}, 0, "", "accepted; result: kindling invocation"},
+		{"logs needs a name", "", []string{"logs"}, 1, "", "usage: kindling logs NAME"},
 		{"rm", "", []string{"rm", "hello"}, 0, "deleted hello", ""},
 		{"rm again", "", []string{"rm", "hello"}, 1, "", "not found"},
 	}
@@ -131,5 +133,32 @@ func TestBuild(t *testing.T) {
 	}
 	if code, _, stderr := run(t, "", "build", "./no/such/package"); code != 1 || !strings.Contains(stderr, "go build") {
 		t.Fatalf("bad package: exit %d %q", code, stderr)
+	}
+}
+
+func TestAsyncCommands(t *testing.T) {
+	d, err := daemon.New(context.Background(), daemon.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Server)
+	defer func() { srv.Close(); d.Close(context.Background()) }()
+	t.Setenv("KINDLING_URL", srv.URL)
+	p := writeModule(t, t.TempDir(), "exit.wasm", testmodules.Exit)
+	if code, _, errOut := run(t, "", "deploy", "exit", "--wasm", p); code != 0 {
+		t.Fatal(errOut)
+	}
+	code, out, errOut := run(t, "", "invoke", "exit", "--async")
+	id := strings.TrimSpace(out)
+	if code != 0 || id == "" {
+		t.Fatalf("invoke --async: %d %q %q", code, out, errOut)
+	}
+	code, out, _ = run(t, "", "invocation", id, "--wait")
+	if code != 0 || !strings.Contains(out, `"status": "failed"`) || !strings.Contains(out, `"kind": "exit"`) {
+		t.Fatalf("invocation --wait: %d %s", code, out)
+	}
+	code, out, _ = run(t, "", "logs", "--invocation", id, "--follow")
+	if code != 0 || out != "bad request\n" {
+		t.Fatalf("logs --invocation: %d %q", code, out)
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -114,8 +115,8 @@ func readData(g *globals, data string) (io.Reader, error) {
 
 func newInvoke(g *globals) *cobra.Command {
 	var (
-		data    string
-		verbose bool
+		data           string
+		verbose, async bool
 	)
 	cmd := &cobra.Command{
 		Use:   "invoke NAME",
@@ -125,6 +126,15 @@ func newInvoke(g *globals) *cobra.Command {
 			body, err := readData(g, data)
 			if err != nil {
 				return err
+			}
+			if async {
+				inv, err := g.client().InvokeAsync(cmd.Context(), pos[0], body)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", inv.ID)
+				fmt.Fprintf(cmd.ErrOrStderr(), "accepted; result: kindling invocation %s --wait, output: kindling logs --invocation %s --follow\n", inv.ID, inv.ID)
+				return nil
 			}
 			res, err := g.client().Invoke(cmd.Context(), pos[0], body)
 			if verbose && res != nil {
@@ -146,6 +156,37 @@ func newInvoke(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "", "request body: a literal, @FILE, or - for stdin")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the invocation ID, status and phase table on stderr")
+	cmd.Flags().BoolVar(&async, "async", false, "submit in the background (stored durably) and print the invocation ID")
+	return cmd
+}
+
+func newInvocation(g *globals) *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "invocation ID",
+		Short: "Print an invocation's record (status, phases, result) as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			c := g.client()
+			for {
+				inv, err := c.Invocation(cmd.Context(), pos[0])
+				if err != nil {
+					return err
+				}
+				if !wait || inv.Status == api.StatusSucceeded || inv.Status == api.StatusFailed {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(inv)
+				}
+				select {
+				case <-cmd.Context().Done():
+					return cmd.Context().Err()
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the invocation has finished")
 	return cmd
 }
 
@@ -209,18 +250,28 @@ func newRemove(g *globals) *cobra.Command {
 
 func newLogs(g *globals) *cobra.Command {
 	var (
-		since string
-		tail  int
+		opts       client.LogOptions
+		invocation string
 	)
 	cmd := &cobra.Command{
-		Use:   "logs NAME",
-		Short: "Print a function's logs (its stderr)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "logs NAME | logs --invocation ID",
+		Short: "Print a function's logs (its stderr), or one invocation's output",
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			return g.client().Logs(cmd.Context(), pos[0], since, tail, cmd.OutOrStdout())
+			if invocation != "" {
+				if len(pos) > 0 {
+					return errors.New("logs --invocation takes no NAME")
+				}
+				return g.client().InvocationLogs(cmd.Context(), invocation, opts.Follow, cmd.OutOrStdout())
+			}
+			if len(pos) != 1 {
+				return errors.New("usage: kindling logs NAME [--follow] [--since 10m] [--tail N], or kindling logs --invocation ID [--follow]")
+			}
+			return g.client().Logs(cmd.Context(), pos[0], opts, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&since, "since", "", "only lines newer than this (RFC 3339 time or a duration like 10m)")
-	cmd.Flags().IntVar(&tail, "tail", 0, "only the last N lines")
+	cmd.Flags().StringVar(&opts.Since, "since", "", "only lines newer than this (RFC 3339 time or a duration like 10m)")
+	cmd.Flags().IntVar(&opts.Tail, "tail", 0, "only the last N lines")
+	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep printing lines as they are written")
+	cmd.Flags().StringVar(&invocation, "invocation", "", "print this invocation's output (stdout and stderr while it runs)")
 	return cmd
 }

@@ -208,16 +208,55 @@ func (c *Client) Invoke(ctx context.Context, name string, body io.Reader) (*Invo
 	return res, err
 }
 
-// Logs returns a function's logs; since and tail are optional.
-func (c *Client) Logs(ctx context.Context, name string, since string, tail int, w io.Writer) error {
+// LogOptions select a function's log lines.
+type LogOptions struct {
+	Since  string // RFC 3339 time or a duration before now ("10m")
+	Tail   int    // only the last N lines
+	Follow bool   // keep streaming new lines until ctx is done
+}
+
+// Logs copies a function's logs to w.
+func (c *Client) Logs(ctx context.Context, name string, opts LogOptions, w io.Writer) error {
 	q := url.Values{}
-	if since != "" {
-		q.Set("since", since)
+	if opts.Since != "" {
+		q.Set("since", opts.Since)
 	}
-	if tail > 0 {
-		q.Set("tail", strconv.Itoa(tail))
+	if opts.Tail > 0 {
+		q.Set("tail", strconv.Itoa(opts.Tail))
 	}
-	path := "/v1/functions/" + url.PathEscape(name) + "/logs"
+	if opts.Follow {
+		q.Set("follow", "true")
+	}
+	return c.stream(ctx, "/v1/functions/"+url.PathEscape(name)+"/logs", q, w)
+}
+
+// InvocationLogs copies an invocation's output to w; with follow, until
+// the invocation ends.
+func (c *Client) InvocationLogs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	q := url.Values{}
+	if follow {
+		q.Set("follow", "true")
+	}
+	return c.stream(ctx, "/v1/invocations/"+url.PathEscape(id)+"/logs", q, w)
+}
+
+// InvokeAsync submits an invocation to run in the background and returns
+// its (queued) record; fetch the result with Invocation.
+func (c *Client) InvokeAsync(ctx context.Context, name string, body io.Reader) (api.Invocation, error) {
+	var inv api.Invocation
+	resp, err := c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name)+"/invoke", body,
+		http.Header{"Prefer": {"respond-async"}})
+	if err != nil {
+		return inv, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return inv, decodeError(resp)
+	}
+	return inv, json.NewDecoder(resp.Body).Decode(&inv)
+}
+
+func (c *Client) stream(ctx context.Context, path string, q url.Values, w io.Writer) error {
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
@@ -230,6 +269,9 @@ func (c *Client) Logs(ctx context.Context, name string, since string, tail int, 
 		return decodeError(resp)
 	}
 	_, err = io.Copy(w, resp.Body)
+	if ctx.Err() != nil {
+		return nil // the caller stopped following
+	}
 	return err
 }
 

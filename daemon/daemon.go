@@ -101,6 +101,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d.Metrics.WatchPools(d.Functions.PoolStats)
+	if n, err := d.Functions.ResumeJobs(); err != nil {
+		d.Close(ctx)
+		return nil, err
+	} else if n > 0 {
+		log.Info("resuming accepted asynchronous invocations", "count", n)
+	}
 	d.Server = server.New(server.Config{Functions: d.Functions, Logs: d.logs, Metrics: d.Metrics, Tracer: d.Tracer,
 		Logger: log, MaxBodyBytes: cfg.MaxBodyBytes})
 	log.Info("data directory opened", "dir", cfg.DataDir, "functions", len(d.Functions.List()),

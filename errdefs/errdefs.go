@@ -8,6 +8,7 @@
 package errdefs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -91,4 +92,35 @@ func RetryAfter(err error) time.Duration {
 		return re.RetryAfter
 	}
 	return 0
+}
+
+// KindOf names err's class as API error bodies do: a function failure
+// kind, or invalid_argument, not_found, already_exists, too_large,
+// unavailable, not_implemented, failed_precondition, canceled, timeout,
+// internal.
+func KindOf(err error) string {
+	if fe, ok := AsFunctionError(err); ok {
+		return string(fe.Kind)
+	}
+	switch {
+	case errors.Is(err, ErrInvalidArgument):
+		return "invalid_argument"
+	case errors.Is(err, ErrNotFound):
+		return "not_found"
+	case errors.Is(err, ErrAlreadyExists):
+		return "already_exists"
+	case errors.Is(err, ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, ErrNotImplemented):
+		return "not_implemented"
+	case errors.Is(err, ErrFailedPrecondition):
+		return "failed_precondition"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return string(KindTimeout)
+	}
+	return "internal"
 }

@@ -74,7 +74,18 @@ type Service struct {
 
 	records *recordWriter
 	traces  *traceQueue
+	live    sync.Map // invocation id -> *liveLog, while running
+
+	// Asynchronous jobs.
+	jobs       sync.WaitGroup
+	asyncSlots chan struct{} // bounds concurrently running jobs
+	stopJobs   chan struct{}
+	jobCtx     context.Context
+	cancelJobs context.CancelFunc
 }
+
+// asyncWorkers bounds the asynchronous invocations running at once.
+const asyncWorkers = 64
 
 // New loads the deployed functions from the store and returns the service.
 // Artifacts are prepared lazily, on a function's first invocation.
@@ -116,11 +127,18 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.records = newRecordWriter(s.store, s.log)
 	s.traces = newTraceQueue(cfg.Tracer)
+	s.asyncSlots, s.stopJobs = make(chan struct{}, asyncWorkers), make(chan struct{})
+	s.jobCtx, s.cancelJobs = context.WithCancel(context.Background())
 	return s, nil
 }
 
 // Close flushes pending invocation records and releases prepared functions.
 func (s *Service) Close(ctx context.Context) error {
+	// Jobs not started stay in the store for the next start; running ones
+	// are cancelled and, their result unrecorded, run again then.
+	close(s.stopJobs)
+	s.cancelJobs()
+	s.jobs.Wait()
 	if s.ownSched {
 		_ = s.sched.Close(ctx)
 	}

@@ -55,12 +55,23 @@ func newID() string {
 }
 
 // Invoke runs function name once. An error is returned for requests that
-// could not run (unknown function, unavailable runtime); a function that
-// ran and failed is reported in Result.Err with its invocation record.
+// could not run (unknown function, unavailable runtime, back-pressure); a
+// function that ran and failed is reported in Result.Err with its record.
 func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result, error) {
+	res, err := s.run(ctx, name, req, newID())
+	if err != nil {
+		return nil, err
+	}
+	s.records.put(res.Invocation)
+	return res, nil
+}
+
+// run invokes the function and builds the invocation record; the caller
+// stores it.
+func (s *Service) run(ctx context.Context, name string, req Request, id string) (*Result, error) {
 	begin := time.Now()
 	rec := phase.NewRecorder()
-	inv := api.Invocation{ID: newID(), Function: name, Status: api.StatusRunning, StartedAt: begin.UTC()}
+	inv := api.Invocation{ID: id, Function: name, Status: api.StatusRunning, StartedAt: begin.UTC()}
 
 	var e *entry
 	for {
@@ -92,16 +103,18 @@ func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result
 
 	stdout := &capped{max: MaxResponseBytes}
 	stderr := &capped{max: maxStderrBytes}
-	env := req.Env
+	live := s.startLive(id)
+	live.running.Store(true)
 	tctx, cancel := context.WithTimeout(ctx, e.fn.Timeout())
 	res, runErr := inst.Invoke(tctx, &sandbox.Request{
-		Env:    env,
+		Env:    req.Env,
 		Stdin:  bytes.NewReader(req.Body),
-		Stdout: stdout,
-		Stderr: stderr,
+		Stdout: live.tee(stdout),
+		Stderr: live.tee(stderr),
 		Phases: rec,
 	})
 	cancel()
+	s.endLive(id)
 	// Cold: the instance was created for this request, not taken ready
 	// (from the scheduler's pool, or the sandbox's own pool of reset instances).
 	inv.Cold = lease.Cold() && !res.Warm
@@ -141,7 +154,6 @@ func (s *Service) Invoke(ctx context.Context, name string, req Request) (*Result
 		}
 		s.metrics.ObservePhases(e.fn.Runtime, inv.Phases)
 	}
-	s.records.put(inv)
 	s.traces.record(ctx, inv)
 
 	// A cancelled request is not a function failure.
@@ -164,5 +176,11 @@ func (s *Service) Invocation(id string) (api.Invocation, error) {
 	if inv, ok := s.records.pending(id); ok {
 		return inv, nil
 	}
-	return s.store.GetInvocation(id)
+	inv, err := s.store.GetInvocation(id)
+	if err == nil && inv.Status == api.StatusQueued {
+		if l, ok := s.live.Load(id); ok && l.(*liveLog).running.Load() {
+			inv.Status = api.StatusRunning
+		}
+	}
+	return inv, err
 }

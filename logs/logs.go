@@ -7,6 +7,7 @@ package logs
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -33,9 +34,15 @@ type Dir struct {
 }
 
 type file struct {
-	mu   sync.Mutex
-	f    *os.File
-	size int64
+	mu      sync.Mutex
+	f       *os.File
+	size    int64
+	changed chan struct{} // closed and replaced on every append
+}
+
+func (d *Dir) file(fn string) *file {
+	v, _ := d.files.LoadOrStore(fn, &file{changed: make(chan struct{})})
+	return v.(*file)
 }
 
 // New returns the log directory rooted at root.
@@ -61,10 +68,13 @@ func (d *Dir) Append(fn, invocationID string, at time.Time, text []byte) error {
 		buf.Write(bytes.TrimRight(line, "\r\n"))
 		buf.WriteByte('\n')
 	}
-	v, _ := d.files.LoadOrStore(fn, &file{})
-	lf := v.(*file)
+	lf := d.file(fn)
 	lf.mu.Lock()
 	defer lf.mu.Unlock()
+	defer func() {
+		close(lf.changed)
+		lf.changed = make(chan struct{})
+	}()
 	if err := d.open(fn, lf); err != nil {
 		return err
 	}
@@ -185,4 +195,69 @@ func (d *Dir) Close() error {
 		return true
 	})
 	return nil
+}
+
+// ReadInvocation copies the lines one invocation logged (without their
+// time and ID prefix) to w.
+func (d *Dir) ReadInvocation(fn, invocationID string, w io.Writer) error {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(d.Read(fn, time.Time{}, 0, pw)) }()
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	marker := " " + invocationID + " "
+	for sc.Scan() {
+		if _, rest, ok := strings.Cut(sc.Text(), marker); ok {
+			if _, err := io.WriteString(w, rest+"\n"); err != nil {
+				pr.CloseWithError(err)
+				return err
+			}
+		}
+	}
+	return sc.Err()
+}
+
+// Follow writes function fn's log lines since since (as Read does), then
+// every line appended later, until ctx is done. flush is called after each
+// batch. Appends wake it; it never polls.
+func (d *Dir) Follow(ctx context.Context, fn string, since time.Time, w io.Writer, flush func()) error {
+	lf := d.file(fn)
+	path := filepath.Join(d.root, fn, currentName)
+	// What exists now, and where it ends, read with appends held off, so
+	// that no line is lost or repeated between the two.
+	lf.mu.Lock()
+	changed := lf.changed
+	err := d.Read(fn, since, 0, w)
+	var off int64
+	if st, serr := os.Stat(path); serr == nil {
+		off = st.Size()
+	}
+	lf.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	flush()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+		lf.mu.Lock()
+		changed = lf.changed
+		lf.mu.Unlock()
+		f, err := os.Open(path)
+		if err != nil {
+			continue // rotated or removed meanwhile
+		}
+		if st, err := f.Stat(); err == nil && st.Size() < off {
+			off = 0 // rotated: the new file starts over
+		}
+		n, err := io.Copy(w, io.NewSectionReader(f, off, 1<<62))
+		f.Close()
+		off += n
+		if err != nil {
+			return err
+		}
+		flush()
+	}
 }

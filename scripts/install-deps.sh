@@ -8,6 +8,7 @@ NEEDS=(
   # The wasm sandbox is pure Go and needs nothing. Sandboxes that run real
   # runtimes add their binaries here as they land (runc, crun, containerd,
   # qemu-system-x86_64, chromium for the HTML report test).
+  "chromium chromium"   # bench: renders the HTML report headless in its test
 )
 
 missing=()

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,7 @@ func New(cfg Config) *Server {
 	s.handle("POST /v1/functions/{name}/invoke", s.invoke)
 	s.handle("GET /v1/functions/{name}/logs", s.functionLogs)
 	s.handle("GET /v1/invocations/{id}", s.getInvocation)
+	s.handle("GET /v1/invocations/{id}/logs", s.invocationLogs)
 	s.handle("/fn/{name}", s.trigger)
 	s.handle("/fn/{name}/{path...}", s.trigger)
 	s.handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
@@ -113,39 +115,35 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// statusByKind maps error kinds (errdefs.KindOf) to HTTP statuses.
+var statusByKind = map[string]int{
+	"invalid_argument":    http.StatusBadRequest,
+	"not_found":           http.StatusNotFound,
+	"already_exists":      http.StatusConflict,
+	"too_large":           http.StatusRequestEntityTooLarge,
+	"unavailable":         http.StatusServiceUnavailable,
+	"not_implemented":     http.StatusNotImplemented,
+	"failed_precondition": http.StatusPreconditionFailed,
+	"canceled":            499, // client closed the request
+	"timeout":             http.StatusGatewayTimeout,
+}
+
 // statusOf maps kindling's error vocabulary to an HTTP status and kind.
+// Function failures other than timeouts are 500s; back-pressure with a
+// retry hint is 429.
 func statusOf(err error) (int, string) {
-	if fe, ok := errdefs.AsFunctionError(err); ok {
-		if fe.Kind == errdefs.KindTimeout {
-			return http.StatusGatewayTimeout, string(fe.Kind)
-		}
-		return http.StatusInternalServerError, string(fe.Kind)
-	}
 	var mbe *http.MaxBytesError
-	switch {
-	case errors.Is(err, errdefs.ErrInvalidArgument):
-		return http.StatusBadRequest, "invalid_argument"
-	case errors.Is(err, errdefs.ErrNotFound):
-		return http.StatusNotFound, "not_found"
-	case errors.Is(err, errdefs.ErrAlreadyExists):
-		return http.StatusConflict, "already_exists"
-	case errors.Is(err, errdefs.ErrTooLarge), errors.As(err, &mbe):
+	if errors.As(err, &mbe) {
 		return http.StatusRequestEntityTooLarge, "too_large"
-	case errors.Is(err, errdefs.ErrUnavailable):
-		if errdefs.RetryAfter(err) > 0 {
-			return http.StatusTooManyRequests, "unavailable"
-		}
-		return http.StatusServiceUnavailable, "unavailable"
-	case errors.Is(err, errdefs.ErrNotImplemented):
-		return http.StatusNotImplemented, "not_implemented"
-	case errors.Is(err, errdefs.ErrFailedPrecondition):
-		return http.StatusPreconditionFailed, "failed_precondition"
-	case errors.Is(err, context.Canceled):
-		return 499, "canceled" // client closed the request
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "timeout"
 	}
-	return http.StatusInternalServerError, "internal"
+	kind := errdefs.KindOf(err)
+	if kind == "unavailable" && errdefs.RetryAfter(err) > 0 {
+		return http.StatusTooManyRequests, kind
+	}
+	if status, ok := statusByKind[kind]; ok {
+		return status, kind
+	}
+	return http.StatusInternalServerError, kind
 }
 
 // writeError is the one place errors become HTTP responses.
@@ -254,9 +252,62 @@ func (s *Server) functionLogs(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Logs == nil {
 		return
 	}
-	if err := s.cfg.Logs.Read(name, since, tailN, w); err != nil {
+	var err error
+	if follow(r) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		err = s.cfg.Logs.Follow(r.Context(), name, since, w, flusher(w))
+	} else {
+		err = s.cfg.Logs.Read(name, since, tailN, w)
+	}
+	if err != nil {
 		s.cfg.Logger.Warn("read logs", "function", name, "err", err)
 	}
+}
+
+func follow(r *http.Request) bool {
+	v, _ := strconv.ParseBool(r.URL.Query().Get("follow"))
+	return v
+}
+
+func flusher(w http.ResponseWriter) func() {
+	rc := http.NewResponseController(w)
+	return func() { _ = rc.Flush() }
+}
+
+// invocationLogs serves GET /v1/invocations/{id}/logs: the output of a
+// running invocation as it is written (with follow=true, until it ends), or
+// the logged stderr of a finished one.
+func (s *Server) invocationLogs(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.cfg.Functions.Invocation(id); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	ctx := r.Context()
+	if !follow(r) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		cancel() // write what there is, do not wait for more
+	}
+	if _, err := s.cfg.Functions.FollowInvocation(ctx, id, w, flusher(w)); err != nil && ctx.Err() == nil {
+		s.cfg.Logger.Warn("invocation logs", "id", id, "err", err)
+	}
+}
+
+// wantsAsync reports whether the caller asked for an asynchronous
+// invocation: "Prefer: respond-async" (RFC 7240) or ?async=true.
+func wantsAsync(r *http.Request) bool {
+	for _, p := range r.Header.Values("Prefer") {
+		for _, v := range strings.Split(p, ",") {
+			if strings.EqualFold(strings.TrimSpace(v), "respond-async") {
+				return true
+			}
+		}
+	}
+	v, _ := strconv.ParseBool(r.URL.Query().Get("async"))
+	return v
 }
 
 // parseSince accepts an RFC 3339 time or a duration before now ("10m").
@@ -292,6 +343,18 @@ func (s *Server) serveInvocation(w http.ResponseWriter, r *http.Request, name st
 		return
 	}
 	wr.ContentLen = int64(len(body))
+	if wantsAsync(r) {
+		inv, err := s.cfg.Functions.InvokeAsync(r.Context(), name, function.Request{Body: body, Env: wagi.Env(wr)})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		w.Header().Set("Location", "/v1/invocations/"+inv.ID)
+		w.Header().Set(api.HeaderInvocationID, inv.ID)
+		w.Header().Set("Preference-Applied", "respond-async")
+		writeJSON(w, http.StatusAccepted, inv)
+		return
+	}
 	ctx := s.cfg.Tracer.Extract(r.Context(), r.Header)
 	res, err := s.cfg.Functions.Invoke(ctx, name, function.Request{Body: body, Env: wagi.Env(wr)})
 	if err != nil {

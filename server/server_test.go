@@ -402,7 +402,7 @@ func TestTrigger_CGI(t *testing.T) {
 	}
 	// Its stderr went to the function's logs.
 	var logs bytes.Buffer
-	if err := h.c.Logs(context.Background(), "cgi", "", 0, &logs); err != nil {
+	if err := h.c.Logs(context.Background(), "cgi", client.LogOptions{}, &logs); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), "cgi-go: POST /orders/42 (7 bytes)") {

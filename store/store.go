@@ -32,6 +32,7 @@ import (
 var (
 	bucketFunctions   = []byte("functions")
 	bucketInvocations = []byte("invocations")
+	bucketJobs        = []byte("jobs")
 )
 
 // Store is the data directory. It is safe for concurrent use.
@@ -55,7 +56,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("store: open database: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketFunctions, bucketInvocations} {
+		for _, b := range [][]byte{bucketFunctions, bucketInvocations, bucketJobs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -273,4 +274,87 @@ func (s *Store) PruneInvocations(keep int) error {
 		}
 		return nil
 	})
+}
+
+// Job is an accepted asynchronous invocation not yet completed.
+type Job struct {
+	ID         string    `json:"id"`
+	Function   string    `json:"function"`
+	Body       []byte    `json:"body,omitempty"`
+	Env        []string  `json:"env,omitempty"`
+	AcceptedAt time.Time `json:"acceptedAt"`
+	Attempts   int       `json:"attempts"`
+}
+
+// Enqueue stores a job and its "queued" invocation record in one durable
+// transaction: once it returns, a crash loses neither.
+func (s *Store) Enqueue(j Job, queued api.Invocation) error {
+	jb, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("store: encode job %s: %w", j.ID, err)
+	}
+	ib, err := json.Marshal(queued)
+	if err != nil {
+		return fmt.Errorf("store: encode invocation %s: %w", j.ID, err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketJobs).Put([]byte(j.ID), jb); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketInvocations).Put([]byte(j.ID), ib)
+	})
+}
+
+// StartJob records another attempt at a job (so a job that crashes the
+// daemon every time can be given up on).
+func (s *Store) StartJob(id string) (Job, error) {
+	var j Job
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("job %q: %w", id, errdefs.ErrNotFound)
+		}
+		if err := json.Unmarshal(v, &j); err != nil {
+			return err
+		}
+		j.Attempts++
+		nv, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(id), nv)
+	})
+	return j, err
+}
+
+// CompleteJob stores a job's final invocation record and removes the job,
+// in one durable transaction.
+func (s *Store) CompleteJob(inv api.Invocation) error {
+	v, err := json.Marshal(inv)
+	if err != nil {
+		return fmt.Errorf("store: encode invocation %s: %w", inv.ID, err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketInvocations).Put([]byte(inv.ID), v); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketJobs).Delete([]byte(inv.ID))
+	})
+}
+
+// PendingJobs returns the jobs not yet completed, oldest first.
+func (s *Store) PendingJobs() ([]Job, error) {
+	var jobs []Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("store: decode job %q: %w", k, err)
+			}
+			jobs = append(jobs, j)
+			return nil
+		})
+	})
+	return jobs, err
 }

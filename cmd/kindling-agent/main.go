@@ -2,19 +2,37 @@
 // and serves the daemon's invocations of one function over a stream: a
 // unix socket it connects to (--connect), or a character device such as a
 // virtio-serial port (--device). See package agent.
+//
+// With --init it is also the PID 1 of a microVM guest (see package
+// sandbox/microvm): it mounts /proc, /sys and /dev, loads the kernel
+// modules the port needs, waits for the port to appear, and serves every
+// host connection in turn — a VM saved as a template with the host
+// disconnected announces readiness again to each clone restored from it.
+// It writes one line to its stderr (the guest console) when it starts and
+// one each time it waits for the host; the daemon watches for them.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sort"
 	"syscall"
+	"unsafe"
 
 	"github.com/kindling-dev/kindling/agent"
+)
+
+// Console lines of --init mode, matched by package sandbox/microvm.
+const (
+	initStartedLine = "kindling-agent: init"
+	waitingLine     = "kindling-agent: waiting for the host"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -25,12 +43,21 @@ func run(args []string, stderr io.Writer) int {
 	connect := fs.String("connect", "", "unix socket of the daemon to connect to")
 	device := fs.String("device", "", "character device to talk over (e.g. /dev/vport0p1)")
 	dir := fs.String("dir", "", "working directory of the function")
+	initMode := fs.Bool("init", false, "run as PID 1 of a microVM guest: mount /proc, /sys and /dev, load --modules, wait for --device, serve each host connection in turn")
+	modules := fs.String("modules", "", "with --init: a directory of kernel modules (*.ko) to load in name order")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() < 1 || (*connect == "") == (*device == "") {
-		fmt.Fprintln(stderr, "usage: kindling-agent (--connect SOCKET | --device DEV) [--dir DIR] FUNCTION [ARGS...]")
+	if fs.NArg() < 1 || (*connect == "") == (*device == "") || (*initMode && *device == "") {
+		fmt.Fprintln(stderr, "usage: kindling-agent (--connect SOCKET | --device DEV) [--init [--modules DIR]] [--dir DIR] FUNCTION [ARGS...]")
 		return 2
+	}
+	if *initMode {
+		fmt.Fprintln(stderr, initStartedLine)
+		if err := setUpGuest(*modules, *device); err != nil {
+			fmt.Fprintln(stderr, "kindling-agent: init:", err)
+			return 1
+		}
 	}
 	var conn io.ReadWriteCloser
 	var err error
@@ -47,9 +74,88 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	runner := &agent.Exec{Path: fs.Arg(0), Args: fs.Args()[1:], Env: os.Environ(), Dir: *dir}
+	if *initMode {
+		return serveEachConnection(ctx, conn, runner, stderr)
+	}
 	if err := agent.Serve(ctx, conn, runner); err != nil {
 		fmt.Fprintln(stderr, "kindling-agent:", err)
 		return 1
+	}
+	return 0
+}
+
+// setUpGuest does what an init does before the agent can serve in a
+// microVM: mount the kernel's filesystems, load the port's drivers and wait
+// (on inotify, not by polling) for the port's device node.
+func setUpGuest(modules, device string) error {
+	for _, m := range []struct{ fstype, dir string }{{"proc", "/proc"}, {"sysfs", "/sys"}, {"devtmpfs", "/dev"}} {
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return err
+		}
+		if err := syscall.Mount(m.fstype, m.dir, m.fstype, 0, ""); err != nil && !errors.Is(err, syscall.EBUSY) {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+	}
+	in, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("inotify: %w", err)
+	}
+	defer syscall.Close(in)
+	if _, err := syscall.InotifyAddWatch(in, filepath.Dir(device), syscall.IN_CREATE); err != nil {
+		return fmt.Errorf("watch %s: %w", filepath.Dir(device), err)
+	}
+	if modules != "" {
+		kos, _ := filepath.Glob(filepath.Join(modules, "*.ko"))
+		sort.Strings(kos)
+		for _, ko := range kos {
+			if err := loadModule(ko); err != nil {
+				return err
+			}
+		}
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := os.Stat(device); err == nil {
+			return nil
+		}
+		if _, err := syscall.Read(in, buf); err != nil && !errors.Is(err, syscall.EINTR) {
+			return fmt.Errorf("waiting for %s: %w", device, err)
+		}
+	}
+}
+
+// loadModule loads a kernel module with finit_module(2); one already
+// loaded (or built in) is fine.
+func loadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	params, _ := syscall.BytePtrFromString("")
+	_, _, errno := syscall.Syscall(syscall.SYS_FINIT_MODULE, f.Fd(), uintptr(unsafe.Pointer(params)), 0)
+	if errno != 0 && errno != syscall.EEXIST {
+		return fmt.Errorf("load module %s: %w", path, errno)
+	}
+	return nil
+}
+
+// serveEachConnection serves the host until it hangs up, then waits for it
+// to connect again and announces readiness anew: a virtio-serial port
+// reads end-of-file while the host side is closed, and a write blocks until
+// it reopens. It returns only when the port itself fails.
+func serveEachConnection(ctx context.Context, conn io.ReadWriter, runner agent.Runner, stderr io.Writer) int {
+	for ctx.Err() == nil {
+		fmt.Fprintln(stderr, waitingLine)
+		err := agent.Serve(ctx, conn, runner)
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			fmt.Fprintln(stderr, "kindling-agent:", err)
+			return 1
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "kindling-agent:", err)
+		}
 	}
 	return 0
 }

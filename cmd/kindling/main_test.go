@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kindling-dev/kindling/api"
 	"github.com/kindling-dev/kindling/client"
 	"github.com/kindling-dev/kindling/internal/testmodules"
 )
@@ -117,4 +118,45 @@ func TestServeGracefulStop(t *testing.T) {
 		t.Fatal("daemon did not stop on SIGTERM")
 	}
 
+}
+
+// TestAsyncSurvivesKill: an invocation accepted with 202 runs even if the
+// daemon is SIGKILLed right after accepting it.
+func TestAsyncSurvivesKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the kindling binary; skipped with -short")
+	}
+	bin := buildKindling(t)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "sleeper.wasm"), testmodules.BuildGo(t, "internal/testmodules/sleeper"), 0o644)
+	manifest := filepath.Join(dir, "kindling.yaml")
+	os.WriteFile(manifest, []byte("functions:\n  - {name: sleeper, wasm: sleeper.wasm, memory: 64}\n"), 0o644)
+	data, addr := filepath.Join(dir, "data"), freeAddr(t)
+	cmd, c := serve(t, bin, data, addr, "--deploy", manifest)
+	ctx := context.Background()
+	inv, err := c.InvokeAsync(ctx, "sleeper", strings.NewReader("1s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGKILL) // well before the function can finish
+	cmd.Wait()
+
+	_, c = serve(t, bin, data, addr)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := c.Invocation(ctx, inv.ID)
+		if err != nil {
+			t.Fatalf("accepted invocation lost across the crash: %v", err)
+		}
+		if got.Status == api.StatusSucceeded {
+			if got.Response == nil || string(got.Response.Body) != "slept 1s" || got.Attempts < 1 {
+				t.Fatalf("result %+v", got)
+			}
+			return
+		}
+		if got.Status == api.StatusFailed || time.Now().After(deadline) {
+			t.Fatalf("invocation after restart: %+v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
