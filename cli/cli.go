@@ -75,6 +75,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newBuild(),
 		newInvocation(g),
 		newSim(),
+		newBench(g),
 	)
 	return root
 }

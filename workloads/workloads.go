@@ -35,6 +35,10 @@ import (
 const (
 	TargetWasm  = "wasm"  // GOOS=wasip1 GOARCH=wasm, <name>.wasm
 	TargetLinux = "linux" // static CGO_ENABLED=0 linux/amd64, <name>
+	// TargetWasmReactor builds each workload as a WASI reactor
+	// (-buildmode=c-shared), which kindling snapshots after initialization;
+	// outputs are <name>.reactor.wasm.
+	TargetWasmReactor = "wasm-reactor"
 )
 
 // Workload describes one benchmark function.
@@ -82,13 +86,17 @@ func Lookup(name string) (Workload, bool) {
 // so the Go toolchain must be on PATH.
 func Build(ctx context.Context, target, outDir string, names ...string) (map[string]string, error) {
 	var goos, goarch, suffix string
+	var flags []string
 	switch target {
 	case TargetWasm:
 		goos, goarch, suffix = "wasip1", "wasm", ".wasm"
+	case TargetWasmReactor:
+		goos, goarch, suffix = "wasip1", "wasm", ".reactor.wasm"
+		flags = []string{"-buildmode=c-shared"}
 	case TargetLinux:
 		goos, goarch = "linux", "amd64"
 	default:
-		return nil, fmt.Errorf("workloads: build: unknown target %q (want %q or %q)", target, TargetWasm, TargetLinux)
+		return nil, fmt.Errorf("workloads: build: unknown target %q (want %q, %q or %q)", target, TargetWasm, TargetWasmReactor, TargetLinux)
 	}
 	if len(names) == 0 {
 		for _, w := range all {
@@ -120,17 +128,34 @@ func Build(ctx context.Context, target, outDir string, names ...string) (map[str
 	}
 	defer os.RemoveAll(stage)
 
-	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", stage + string(filepath.Separator)}
-	for _, name := range names {
-		args = append(args, "./workloads/"+name)
+	build := func(out string, pkgs ...string) error {
+		args := append([]string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w"}, flags...)
+		args = append(append(args, "-o", out), pkgs...)
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=0")
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stderr, &stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("workloads: build for %s: %w\n%s", target, err, strings.TrimSpace(stderr.String()))
+		}
+		return nil
 	}
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=0")
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("workloads: build for %s: %w\n%s", target, err, strings.TrimSpace(stderr.String()))
+	if len(flags) > 0 {
+		// -buildmode=c-shared takes one main package per build.
+		for _, name := range names {
+			if err := build(filepath.Join(stage, name), "./workloads/"+name); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		var pkgs []string
+		for _, name := range names {
+			pkgs = append(pkgs, "./workloads/"+name)
+		}
+		if err := build(stage+string(filepath.Separator), pkgs...); err != nil {
+			return nil, err
+		}
 	}
 
 	paths := make(map[string]string, len(names))

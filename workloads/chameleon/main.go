@@ -30,7 +30,12 @@ const page = `<!DOCTYPE html>
 </html>
 `
 
-func main() {
+func init() { harness.Register(name, run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	rows := harness.Size(name, 100, 1000, 10000)
 
 	tmpl, err := template.New("table").Funcs(template.FuncMap{

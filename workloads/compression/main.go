@@ -21,7 +21,12 @@ var words = []string{"the", "quick", "brown", "fox", "jumps", "over", "lazy",
 	"dog", "serverless", "function", "snapshot", "restore", "memory", "page",
 	"cold", "start", "warm", "kindling", "sandbox", "wasm"}
 
-func main() {
+func init() { harness.Register(name, run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	kib := harness.Size(name, 256, 4096, 65536)
 	input := generate(kib << 10)
 

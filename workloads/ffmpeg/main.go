@@ -18,7 +18,12 @@ const (
 	height = 240
 )
 
-func main() {
+func init() { harness.Register("ffmpeg", run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	frames := harness.Size(name, 30, 300, 1800)
 
 	rgb := make([]byte, width*height*3)

@@ -9,7 +9,12 @@ import (
 	"github.com/kindling-dev/kindling/workloads/internal/harness"
 )
 
-func main() {
+func init() { harness.Register("hello-world", run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	name := strings.TrimSpace(string(harness.Body("hello-world")))
 	if name == "" {
 		name = "World"

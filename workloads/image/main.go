@@ -16,7 +16,12 @@ import (
 
 const name = "image"
 
-func main() {
+func init() { harness.Register(name, run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	side := harness.Size(name, 256, 512, 1024)
 
 	var encoded bytes.Buffer

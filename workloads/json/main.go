@@ -37,7 +37,12 @@ type Address struct {
 var words = []string{"alpha", "bravo", "charlie", "delta", "echo", "foxtrot",
 	"golf", "hotel", "india", "juliett", "kilo", "lima", "mike", "november"}
 
-func main() {
+func init() { harness.Register(name, run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	n := harness.Size(name, 400, 4000, 40000)
 	doc := generate(n)
 

@@ -15,7 +15,12 @@ import (
 
 const name = "matmul"
 
-func main() {
+func init() { harness.Register(name, run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	n := harness.Size(name, 200, 512, 1024)
 
 	rng := rand.New(rand.NewPCG(7, 8))

@@ -15,7 +15,12 @@ const (
 	pageSize = 4096
 )
 
-func main() {
+func init() { harness.Register("mmap", run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	mib := harness.Size(name, 32, 128, 512)
 	buf := make([]byte, mib<<20)
 

@@ -28,7 +28,12 @@ type graph struct {
 	outDeg []int32
 }
 
-func main() {
+func init() { harness.Register("pagerank", run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	n := harness.Size(name, 20000, 200000, 1000000)
 	g := generate(n)
 

@@ -12,7 +12,12 @@ import (
 
 const name = "read-list"
 
-func main() {
+func init() { harness.Register(name, run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	n := harness.Size(name, 1<<20, 4<<20, 16<<20)
 
 	// Write phase: fill the list from a fixed-seed PRNG.

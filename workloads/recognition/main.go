@@ -36,7 +36,12 @@ type model struct {
 	dbias   [classes]float64
 }
 
-func main() {
+func init() { harness.Register("recognition", run) }
+
+func main() { harness.Main() }
+
+// run computes the result for one request.
+func run() {
 	images := harness.Size(name, 128, 1024, 8192)
 
 	rng := rand.New(rand.NewPCG(11, 12))

@@ -1,7 +1,9 @@
 // Package harness is the tiny runtime shared by the benchmark functions in
-// kindling's workloads suite. It implements the function contract: it reads
-// the KINDLING_SIZE knob, the request body on stdin, and writes a CGI header
-// block followed by a single JSON result line to stdout.
+// kindling's workloads suite, on top of the kindling Go SDK. A workload
+// registers its run function in init; each request sets the KINDLING_SIZE
+// knob and the body, and run ends with Emit (a CGI header block and one
+// JSON result line) or Fail. The same source runs as a WASI command, as a
+// snapshot-restored reactor, and natively.
 //
 // It deliberately avoids fmt and encoding/json so that the smallest workloads
 // stay small once compiled to WebAssembly.
@@ -10,11 +12,45 @@ package harness
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
-	"os"
+	"errors"
 	"strconv"
 	"strings"
+
+	kindling "github.com/kindling-dev/kindling/sdk/go"
 )
+
+// current is the request being served (one at a time per instance).
+var current *kindling.Request
+
+// emitted and failed end a run: Emit and Fail panic with them and the
+// handler registered by Register recovers.
+type emitted struct{ body string }
+type failed struct{ msg string }
+
+// Register makes run the function's handler; call it from init.
+func Register(workload string, run func()) {
+	kindling.Handle(func(r *kindling.Request) (resp *kindling.Response, err error) {
+		current = r
+		defer func() {
+			current = nil
+			switch v := recover().(type) {
+			case nil:
+				err = errors.New(workload + ": finished without a result")
+			case emitted:
+				resp = kindling.Bytes(200, "application/json", []byte(v.body))
+			case failed:
+				err = errors.New(workload + ": " + v.msg)
+			default:
+				panic(v)
+			}
+		}()
+		run()
+		return nil, nil
+	})
+}
+
+// Main serves one request as a command; call it from main.
+func Main() { kindling.Main() }
 
 // SizeEnv is the environment variable holding the size knob.
 const SizeEnv = "KINDLING_SIZE"
@@ -24,7 +60,7 @@ const SizeEnv = "KINDLING_SIZE"
 // map to the given values, and a positive decimal integer is used as is. Any
 // other value is reported with Fail on behalf of workload.
 func Size(workload string, small, medium, large int) int {
-	switch v := strings.ToLower(strings.TrimSpace(os.Getenv(SizeEnv))); v {
+	switch v := strings.ToLower(strings.TrimSpace(current.Getenv(SizeEnv))); v {
 	case "", "small":
 		return small
 	case "medium":
@@ -40,14 +76,8 @@ func Size(workload string, small, medium, large int) int {
 	}
 }
 
-// Body returns the request body read from stdin; it may be empty.
-func Body(workload string) []byte {
-	b, err := io.ReadAll(os.Stdin)
-	if err != nil {
-		Fail(workload, "reading request body: "+err.Error())
-	}
-	return b
-}
+// Body returns the request body; it may be empty.
+func Body(workload string) []byte { return current.Body }
 
 // Digest returns the lowercase hex SHA-256 digest of b.
 func Digest(b []byte) string {
@@ -55,26 +85,20 @@ func Digest(b []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Emit writes the CGI response carrying result and exits successfully.
+// Emit ends the run with a response carrying result.
 func Emit(workload, result string) {
 	var b strings.Builder
-	b.WriteString("Content-Type: application/json\n\n")
 	b.WriteString(`{"workload":`)
 	writeJSONString(&b, workload)
 	b.WriteString(`,"result":`)
 	writeJSONString(&b, result)
 	b.WriteString("}\n")
-	if _, err := io.WriteString(os.Stdout, b.String()); err != nil {
-		Fail(workload, "writing response: "+err.Error())
-	}
-	os.Exit(0)
+	panic(emitted{b.String()})
 }
 
-// Fail reports a failure of workload on stderr and exits with status 1.
-func Fail(workload, msg string) {
-	io.WriteString(os.Stderr, workload+": "+msg+"\n")
-	os.Exit(1)
-}
+// Fail ends the run with a failure: msg goes to stderr and the invocation
+// exits with status 1.
+func Fail(workload, msg string) { panic(failed{msg}) }
 
 // writeJSONString writes s as a JSON string literal. Non-ASCII UTF-8 passes
 // through unchanged, which JSON allows.
