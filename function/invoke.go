@@ -15,6 +15,7 @@ import (
 	"github.com/kindling-dev/kindling/errdefs"
 	"github.com/kindling-dev/kindling/phase"
 	"github.com/kindling-dev/kindling/sandbox"
+	"github.com/kindling-dev/kindling/scheduler"
 )
 
 // Request is one invocation's input.
@@ -143,7 +144,7 @@ func (s *Service) run(ctx context.Context, name string, req Request, id string) 
 	}
 
 	if s.logs != nil && stderr.buf.Len() > 0 {
-		if err := s.logs.Append(name, inv.ID, end, stderr.buf.Bytes()); err != nil {
+		if err := s.logs.Append(name, logInstance(e, lease), inv.ID, end, stderr.buf.Bytes()); err != nil {
 			s.log.Warn("function log not written", "function", name, "err", err)
 		}
 	}
@@ -183,4 +184,15 @@ func (s *Service) Invocation(id string) (api.Invocation, error) {
 		}
 	}
 	return inv, err
+}
+
+// logInstance names the log directory of the instance that served a
+// request: its own for reusable instances; for single-use ones (a fresh
+// wasm instance per request) one per deployed version, since each lives
+// for a single request.
+func logInstance(e *entry, lease *scheduler.Lease) string {
+	if e.driver == nil || e.driver.Capabilities().SingleUse {
+		return "v" + strconv.Itoa(e.fn.Version)
+	}
+	return "i" + strconv.FormatUint(lease.InstanceID(), 10)
 }

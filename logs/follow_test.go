@@ -20,7 +20,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 func TestFollow(t *testing.T) {
 	d := New(t.TempDir(), 0)
 	defer d.Close()
-	d.Append("fn", "inv-1", time.Now(), []byte("before\n"))
+	d.Append("fn", "i1", "inv-1", time.Now(), []byte("before\n"))
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuf
 	done := make(chan error)
@@ -31,7 +31,7 @@ func TestFollow(t *testing.T) {
 			t.Fatalf("follow saw %q", out.String())
 		}
 		if i < 3 {
-			d.Append("fn", "inv-2", time.Now(), []byte("after "+string(rune('1'+i))+"\n"))
+			d.Append("fn", "i2", "inv-2", time.Now(), []byte("after "+string(rune('1'+i))+"\n"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -384,6 +384,9 @@ func (l *Lease) Instance() Instance { return l.inst }
 // Function returns the function's name.
 func (l *Lease) Function() string { return l.p.name }
 
+// InstanceID identifies the leased instance, uniquely within the Scheduler.
+func (l *Lease) InstanceID() uint64 { return l.in.id }
+
 // Cold reports whether the request waited for its instance to start.
 func (l *Lease) Cold() bool { return l.cold }
 
