@@ -24,7 +24,8 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kindling-dev/kindling/agent"
 )
@@ -132,10 +133,8 @@ func loadModule(path string) error {
 		return err
 	}
 	defer f.Close()
-	params, _ := syscall.BytePtrFromString("")
-	_, _, errno := syscall.Syscall(syscall.SYS_FINIT_MODULE, f.Fd(), uintptr(unsafe.Pointer(params)), 0)
-	if errno != 0 && errno != syscall.EEXIST {
-		return fmt.Errorf("load module %s: %w", path, errno)
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("load module %s: %w", path, err)
 	}
 	return nil
 }
