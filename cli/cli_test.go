@@ -53,7 +53,8 @@ func TestClientCommands(t *testing.T) {
 		code       int
 		out, errOu string
 	}{
-		{"deploy", "", []string{"deploy", "hello", "--wasm", hello, "--memory", "32", "--timeout", "5s", "--env", "A=1"}, 0, "deployed hello (version 1", ""},
+		{"deploy", "", []string{"deploy", "hello", "--wasm", hello, "--memory", "32", "--timeout", "5s", "--env", "A=1", "--keep-alive", "hybrid", "--max-instances", "4"}, 0, "deployed hello (version 1", ""},
+		{"deploy bad policy", "", []string{"deploy", "bad", "--wasm", hello, "--keep-alive", "sometimes"}, 1, "", "keepAlive"},
 		{"deploy manifest", "", []string{"deploy", "-f", manifest}, 0, "deployed exit (version 1", ""},
 		{"ls", "", []string{"ls"}, 0, "hello  wasm     32MiB   5s", ""},
 		{"invoke", "", []string{"invoke", "hello"}, 0, "hello, world\n", ""},

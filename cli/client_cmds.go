@@ -25,6 +25,7 @@ func newDeploy(g *globals) *cobra.Command {
 		memory                  int
 		timeout                 time.Duration
 		env, args               []string
+		sched                   api.FunctionSpec // scheduling fields only
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy NAME --wasm FILE | deploy -f kindling.yaml",
@@ -65,7 +66,9 @@ func newDeploy(g *globals) *cobra.Command {
 			}
 			fn, err := deployFile(cmd, c, pos[0], wasmPath, func(d string) api.FunctionSpec {
 				return api.FunctionSpec{Runtime: runtime, Artifact: d, MemoryMB: memory,
-					TimeoutMs: int(timeout / time.Millisecond), Env: envMap, Args: args}
+					TimeoutMs: int(timeout / time.Millisecond), Env: envMap, Args: args,
+					KeepAlive: sched.KeepAlive, MinInstances: sched.MinInstances, MaxInstances: sched.MaxInstances,
+					QueueSize: sched.QueueSize, Concurrency: sched.Concurrency}
 			})
 			if err != nil {
 				return err
@@ -82,6 +85,11 @@ func newDeploy(g *globals) *cobra.Command {
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "invocation timeout")
 	f.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE (repeatable)")
 	f.StringArrayVar(&args, "arg", nil, "argument passed to the function (repeatable)")
+	f.StringVar(&sched.KeepAlive, "keep-alive", "", "keep-alive policy: fixed (10m), fixed:DURATION, none, hybrid (default: the daemon's)")
+	f.IntVar(&sched.MinInstances, "min-instances", 0, "instances kept started")
+	f.IntVar(&sched.MaxInstances, "max-instances", 0, "most instances at once (0: the memory budget decides)")
+	f.IntVar(&sched.QueueSize, "queue-size", 0, "requests that may wait for an instance (0: 64); more get 429")
+	f.IntVar(&sched.Concurrency, "concurrency", 0, "requests one instance serves at once (wasm: 1)")
 	return cmd
 }
 

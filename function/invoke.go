@@ -95,8 +95,15 @@ func (s *Service) run(ctx context.Context, name string, req Request, id string) 
 	if _, _, err := e.ensurePrepared(ctx, s, rec); err != nil {
 		return nil, err
 	}
-	lease, err := s.sched.Acquire(withRecorder(ctx, rec), name)
+	// The function's timeout bounds the whole invocation: waiting for an
+	// instance, then running.
+	tctx, cancel := context.WithTimeout(ctx, e.fn.Timeout())
+	defer cancel()
+	lease, err := s.sched.Acquire(withRecorder(tctx, rec), name)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = &errdefs.FunctionError{Kind: errdefs.KindTimeout, Message: "no instance became free within the function's timeout", Err: err}
+		}
 		return nil, fmt.Errorf("function %q: %w", name, err)
 	}
 	rec.Add(phase.QueueWait, lease.QueueWait()-lease.StartDuration(), "")
@@ -106,7 +113,6 @@ func (s *Service) run(ctx context.Context, name string, req Request, id string) 
 	stderr := &capped{max: maxStderrBytes}
 	live := s.startLive(id)
 	live.running.Store(true)
-	tctx, cancel := context.WithTimeout(ctx, e.fn.Timeout())
 	res, runErr := inst.Invoke(tctx, &sandbox.Request{
 		Env:    req.Env,
 		Stdin:  bytes.NewReader(req.Body),

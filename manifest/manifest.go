@@ -8,6 +8,8 @@
 //	    timeout: 10s             # default 30s
 //	    env: {GREETING: hi}
 //	    args: [--verbose]
+//	    keepAlive: hybrid        # fixed (10m), fixed:5m, none, hybrid
+//	    minInstances: 1          # also maxInstances, queueSize, concurrency
 package manifest
 
 import (
@@ -32,6 +34,12 @@ type Function struct {
 	Timeout string            `yaml:"timeout"`
 	Env     map[string]string `yaml:"env"`
 	Args    []string          `yaml:"args"`
+	// Scheduling, as in the API's FunctionSpec.
+	KeepAlive    string `yaml:"keepAlive"`
+	MinInstances int    `yaml:"minInstances"`
+	MaxInstances int    `yaml:"maxInstances"`
+	QueueSize    int    `yaml:"queueSize"`
+	Concurrency  int    `yaml:"concurrency"`
 }
 
 // Manifest is a parsed kindling.yaml.
@@ -109,5 +117,11 @@ func (f Function) Spec(digest string) api.FunctionSpec {
 		TimeoutMs: int(d / time.Millisecond),
 		Env:       f.Env,
 		Args:      f.Args,
+
+		KeepAlive:    f.KeepAlive,
+		MinInstances: f.MinInstances,
+		MaxInstances: f.MaxInstances,
+		QueueSize:    f.QueueSize,
+		Concurrency:  f.Concurrency,
 	}
 }
