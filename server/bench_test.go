@@ -51,6 +51,7 @@ func BenchmarkHTTPInvoke(b *testing.B) {
 	}{
 		{"echo-wat", testmodules.Echo},
 		{"hello-go", testmodules.BuildGo(b, "examples/hello-go")},
+		{"hello-go-snapshot", testmodules.BuildGoReactor(b, "examples/hello-go")},
 	} {
 		b.Run(m.name, func(b *testing.B) {
 			hc, url := benchHarness(b, m.name, m.bin)
