@@ -41,6 +41,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOutput$$' -fuzztime $(FUZZ_COUNT) ./wagi
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_COUNT) ./manifest
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_COUNT) ./sandbox/wasm/internal/wasmbin
+	$(GO) test -run '^$$' -fuzz '^FuzzImportBytes$$' -fuzztime $(FUZZ_COUNT) ./image
 
 test-short:
 	$(GO) test -short ./...

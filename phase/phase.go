@@ -25,6 +25,12 @@ const (
 	Startup      Name = "startup"     // guest start-up, until the function's own code runs
 	Run          Name = "run"         // the function's code, until it returns
 	Teardown     Name = "teardown"    // releasing the instance
+
+	// Phases of sandboxes that boot something (containers, VMs).
+	Unpack Name = "unpack" // importing an image: its new layers unpacked
+	Rootfs Name = "rootfs" // mounting an instance's root file system
+	Bundle Name = "bundle" // writing the runtime bundle (config.json, sockets)
+	Ready  Name = "ready"  // from the runtime's return until the agent signals readiness
 )
 
 // Timing is the measured duration of one phase.

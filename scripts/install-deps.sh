@@ -9,6 +9,8 @@ NEEDS=(
   # runtimes add their binaries here as they land (runc, crun, containerd,
   # qemu-system-x86_64, chromium for the HTML report test).
   "chromium chromium"   # bench: renders the HTML report headless in its test
+  "runc runc"           # sandbox/oci
+  "crun crun"           # sandbox/oci (needs the hugetlb workaround, applied by its tests)
 )
 
 missing=()
