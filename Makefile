@@ -10,6 +10,7 @@ all: build examples
 
 build:
 	$(GO) build -o $(BIN) ./cmd/kindling
+	CGO_ENABLED=0 $(GO) build -o bin/kindling-agent ./cmd/kindling-agent
 
 examples: $(EXAMPLES)
 

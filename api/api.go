@@ -29,8 +29,11 @@ const (
 
 // FunctionSpec is what a user deploys (PUT /v1/functions/{name}).
 type FunctionSpec struct {
-	Runtime   string            `json:"runtime" yaml:"runtime"`
-	Artifact  string            `json:"artifact" yaml:"artifact"`
+	Runtime  string `json:"runtime" yaml:"runtime"`
+	Artifact string `json:"artifact,omitempty" yaml:"artifact"`
+	// Image names an imported container image ("name:tag"), for sandboxes
+	// that run images (runtime "oci"); deploying resolves it to Artifact.
+	Image     string            `json:"image,omitempty" yaml:"image"`
 	MemoryMB  int               `json:"memoryMB,omitempty" yaml:"memoryMB"`
 	TimeoutMs int               `json:"timeoutMs,omitempty" yaml:"timeoutMs"`
 	Env       map[string]string `json:"env,omitempty" yaml:"env"`
@@ -133,4 +136,10 @@ type ErrorBody struct {
 // FunctionList answers GET /v1/functions.
 type FunctionList struct {
 	Functions []Function `json:"functions"`
+}
+
+// ImageRef answers POST /v1/images: an imported container image.
+type ImageRef struct {
+	ID    string   `json:"id"`
+	Names []string `json:"names"`
 }

@@ -76,6 +76,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newInvocation(g),
 		newSim(),
 		newBench(g),
+		newImage(g),
 	)
 	return root
 }

@@ -66,7 +66,7 @@ func TestClientCommands(t *testing.T) {
 		{"logs tail", "", []string{"logs", "exit", "--tail", "1", "--since", "1h"}, 0, "bad request", ""},
 		{"unknown function", "", []string{"invoke", "nope"}, 1, "", `kindling: not_found: function "nope": not found`},
 		{"bad deploy", "", []string{"deploy", "bad", "--wasm", hello, "--memory", "-4"}, 1, "", "memoryMB"},
-		{"missing wasm flag", "", []string{"deploy", "x"}, 1, "", "--wasm FILE is required"},
+		{"missing wasm flag", "", []string{"deploy", "x"}, 1, "", "one of --wasm FILE or --image NAME:TAG is required"},
 		{"invoke async", "", []string{"invoke", "echo", "-d", "later", "--async"}, 0, "", "accepted; result: kindling invocation"},
 		{"logs needs a name", "", []string{"logs"}, 1, "", "usage: kindling logs NAME"},
 		{"rm", "", []string{"rm", "hello"}, 0, "deleted hello", ""},

@@ -22,6 +22,7 @@ import (
 func newDeploy(g *globals) *cobra.Command {
 	var (
 		file, wasmPath, runtime string
+		imageRef                string
 		memory                  int
 		timeout                 time.Duration
 		env, args               []string
@@ -51,10 +52,10 @@ func newDeploy(g *globals) *cobra.Command {
 				return nil
 			}
 			if len(pos) != 1 {
-				return errors.New("usage: kindling deploy NAME --wasm FILE (or -f kindling.yaml)")
+				return errors.New("usage: kindling deploy NAME --wasm FILE | --image NAME:TAG (or -f kindling.yaml)")
 			}
-			if wasmPath == "" {
-				return errors.New("--wasm FILE is required")
+			if (wasmPath == "") == (imageRef == "") {
+				return errors.New("one of --wasm FILE or --image NAME:TAG is required")
 			}
 			envMap := map[string]string{}
 			for _, kv := range env {
@@ -64,12 +65,24 @@ func newDeploy(g *globals) *cobra.Command {
 				}
 				envMap[k] = v
 			}
-			fn, err := deployFile(cmd, c, pos[0], wasmPath, func(d string) api.FunctionSpec {
+			spec := func(d string) api.FunctionSpec {
 				return api.FunctionSpec{Runtime: runtime, Artifact: d, MemoryMB: memory,
 					TimeoutMs: int(timeout / time.Millisecond), Env: envMap, Args: args,
 					KeepAlive: sched.KeepAlive, MinInstances: sched.MinInstances, MaxInstances: sched.MaxInstances,
 					QueueSize: sched.QueueSize, Concurrency: sched.Concurrency}
-			})
+			}
+			var fn api.Function
+			var err error
+			if imageRef != "" {
+				s := spec("")
+				s.Image = imageRef
+				if !cmd.Flags().Changed("runtime") {
+					s.Runtime = "oci"
+				}
+				fn, err = c.Deploy(cmd.Context(), pos[0], s)
+			} else {
+				fn, err = deployFile(cmd, c, pos[0], wasmPath, spec)
+			}
 			if err != nil {
 				return err
 			}
@@ -80,6 +93,7 @@ func newDeploy(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVarP(&file, "file", "f", "", "deploy every function of this manifest")
 	f.StringVar(&wasmPath, "wasm", "", "the function's WebAssembly module")
+	f.StringVar(&imageRef, "image", "", "an imported container image (name:tag) to run in the oci sandbox")
 	f.StringVar(&runtime, "runtime", "wasm", "sandbox runtime")
 	f.IntVar(&memory, "memory", 128, "memory limit in MiB")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "invocation timeout")
@@ -281,5 +295,31 @@ func newLogs(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&opts.Tail, "tail", 0, "only the last N lines")
 	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep printing lines as they are written")
 	cmd.Flags().StringVar(&invocation, "invocation", "", "print this invocation's output (stdout and stderr while it runs)")
+	return cmd
+}
+
+func newImage(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Manage container images for the oci sandbox"}
+	var names []string
+	imp := &cobra.Command{
+		Use:   "import FILE.tar [--name NAME:TAG]...",
+		Short: "Import an image tarball (docker-archive or OCI image layout; no registry needed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, pos []string) error {
+			f, err := os.Open(pos[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			ref, err := g.client().ImportImage(cmd.Context(), f, names...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s %s\n", ref.ID, strings.Join(ref.Names, " "))
+			return nil
+		},
+	}
+	imp.Flags().StringArrayVar(&names, "name", nil, "name the image (repeatable); names in the tarball are kept too")
+	cmd.AddCommand(imp)
 	return cmd
 }

@@ -142,6 +142,22 @@ func (c *Client) UploadArtifact(ctx context.Context, r io.Reader) (api.ArtifactR
 	return ref, json.NewDecoder(resp.Body).Decode(&ref)
 }
 
+// ImportImage uploads a container image tarball (docker-archive or OCI
+// layout) to the daemon's image store, under the given names.
+func (c *Client) ImportImage(ctx context.Context, r io.Reader, names ...string) (api.ImageRef, error) {
+	var ref api.ImageRef
+	q := url.Values{"name": names}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/images?"+q.Encode(), r, http.Header{"Content-Type": {"application/x-tar"}})
+	if err != nil {
+		return ref, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return ref, decodeError(resp)
+	}
+	return ref, json.NewDecoder(resp.Body).Decode(&ref)
+}
+
 // Deploy creates or replaces a function.
 func (c *Client) Deploy(ctx context.Context, name string, spec api.FunctionSpec) (api.Function, error) {
 	var f api.Function

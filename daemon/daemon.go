@@ -10,13 +10,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/kindling-dev/kindling/api"
 	"github.com/kindling-dev/kindling/function"
+	"github.com/kindling-dev/kindling/image"
 	"github.com/kindling-dev/kindling/logs"
 	"github.com/kindling-dev/kindling/manifest"
 	"github.com/kindling-dev/kindling/metrics"
 	"github.com/kindling-dev/kindling/sandbox"
+	"github.com/kindling-dev/kindling/sandbox/oci"
 	"github.com/kindling-dev/kindling/sandbox/wasm"
 	"github.com/kindling-dev/kindling/scheduler"
 	"github.com/kindling-dev/kindling/server"
@@ -36,6 +40,13 @@ type Config struct {
 	KeepAlive string
 	// Tracing selects the trace exporter.
 	Tracing tracing.Config
+	// OCIRuntime is the OCI runtime of the oci sandbox: "runc" (default),
+	// "crun", or "none" to leave the oci sandbox out. When the runtime or
+	// the privileges it needs are missing, the daemon runs without it.
+	OCIRuntime string
+	// AgentPath is the static kindling-agent the oci sandbox runs in
+	// containers (default: next to the executable, else on PATH).
+	AgentPath string
 }
 
 // DefaultMemoryBudgetMB is half of the host's memory (4096 if unknown).
@@ -60,6 +71,7 @@ type Daemon struct {
 	Tracer    *tracing.Tracer
 	logs      *logs.Dir
 	drivers   []sandbox.Driver
+	images    *oci.Driver // nil when the oci sandbox is not available
 	log       *slog.Logger
 }
 
@@ -79,6 +91,16 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{Store: st, Metrics: metrics.New(), logs: logs.New(st.LogDir(), 0), drivers: []sandbox.Driver{wd}, log: log}
+	if cfg.OCIRuntime != "none" {
+		od, err := oci.New(ctx, oci.Config{Root: filepath.Join(cfg.DataDir, "oci"), Runtime: cfg.OCIRuntime, AgentPath: cfg.AgentPath})
+		if err != nil {
+			// Not available is not failed: the daemon serves wasm without it.
+			log.Info("oci sandbox not available", "reason", err)
+		} else {
+			d.drivers = append(d.drivers, od)
+			d.images = od
+		}
+	}
 	var policy scheduler.Policy
 	if cfg.KeepAlive != "" {
 		if policy, err = scheduler.ParsePolicy(cfg.KeepAlive); err != nil {
@@ -107,8 +129,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	} else if n > 0 {
 		log.Info("resuming accepted asynchronous invocations", "count", n)
 	}
-	d.Server = server.New(server.Config{Functions: d.Functions, Logs: d.logs, Metrics: d.Metrics, Tracer: d.Tracer,
-		Logger: log, MaxBodyBytes: cfg.MaxBodyBytes})
+	srvCfg := server.Config{Functions: d.Functions, Logs: d.logs, Metrics: d.Metrics, Tracer: d.Tracer,
+		Logger: log, MaxBodyBytes: cfg.MaxBodyBytes}
+	if d.images != nil {
+		srvCfg.Images = imageImporter{d.images.Images()}
+	}
+	d.Server = server.New(srvCfg)
 	log.Info("data directory opened", "dir", cfg.DataDir, "functions", len(d.Functions.List()),
 		"memoryBudgetMB", cfg.MemoryBudgetMB, "keepAlive", cfg.KeepAlive, "traces", cfg.Tracing.Exporter)
 	return d, nil
@@ -131,6 +157,17 @@ func (d *Daemon) Close(ctx context.Context) error {
 	}
 	errs = append(errs, d.logs.Close(), d.Store.Close())
 	return errors.Join(errs...)
+}
+
+// imageImporter adapts the oci sandbox's image store to the server.
+type imageImporter struct{ store *image.Store }
+
+func (i imageImporter) ImportFile(ctx context.Context, path string, names ...string) (api.ImageRef, error) {
+	img, err := i.store.ImportFile(ctx, path, names...)
+	if err != nil {
+		return api.ImageRef{}, err
+	}
+	return api.ImageRef{ID: img.ID, Names: i.store.Names(img.ID)}, nil
 }
 
 // DeployManifest deploys every function of a manifest file, in process.

@@ -206,6 +206,20 @@ func (s *Service) validate(name string, spec *api.FunctionSpec) error {
 	if spec.MaxInstances > 0 && spec.MinInstances > spec.MaxInstances {
 		return invalid("minInstances", "%d is more than maxInstances (%d)", spec.MinInstances, spec.MaxInstances)
 	}
+	if res, ok := s.drivers[spec.Runtime].(sandbox.ImageResolver); ok {
+		if spec.Image == "" {
+			return invalid("image", "required for runtime %q (import one with POST /v1/images)", spec.Runtime)
+		}
+		id, err := res.Resolve(spec.Image)
+		if err != nil {
+			return invalid("image", "%v", err)
+		}
+		spec.Artifact = id
+		return nil
+	}
+	if spec.Image != "" {
+		return invalid("image", "runtime %q runs modules, not images: use artifact", spec.Runtime)
+	}
 	if spec.Artifact == "" {
 		return invalid("artifact", "required (upload the module with POST /v1/artifacts first)")
 	}
@@ -225,10 +239,14 @@ func (s *Service) sandboxSpec(f api.Function) sandbox.Spec {
 	}
 	sort.Strings(env)
 	digest := f.Artifact
+	var load func() ([]byte, error)
+	if _, own := s.drivers[f.Runtime].(sandbox.ImageResolver); !own {
+		load = func() ([]byte, error) { return s.store.Artifact(digest) }
+	}
 	return sandbox.Spec{
 		Name:     f.Name,
 		Artifact: digest,
-		Load:     func() ([]byte, error) { return s.store.Artifact(digest) },
+		Load:     load,
 		MemoryMB: f.MemoryMB,
 		Args:     f.Args,
 		Env:      env,
@@ -258,7 +276,9 @@ func (s *Service) Deploy(ctx context.Context, name string, spec api.FunctionSpec
 	if err != nil {
 		if errors.Is(err, errdefs.ErrInvalidArgument) {
 			// Drop an artifact nobody else uses: a rejected deploy stores nothing.
-			_ = s.store.DeleteArtifact(spec.Artifact)
+			if store.ValidDigest(spec.Artifact) && spec.Image == "" {
+				_ = s.store.DeleteArtifact(spec.Artifact)
+			}
 			return api.Function{}, fmt.Errorf("artifact: %w", err)
 		}
 		return api.Function{}, fmt.Errorf("prepare %q: %w", name, err)
@@ -343,8 +363,10 @@ func (s *Service) Delete(ctx context.Context, name string) error {
 		s.log.Warn("instances not stopped", "function", name, "err", err)
 	}
 	e.retire(ctx)
-	if err := s.store.DeleteArtifact(e.fn.Artifact); err != nil {
-		s.log.Warn("artifact not removed", "function", name, "err", err)
+	if e.fn.Image == "" { // images stay in the image store
+		if err := s.store.DeleteArtifact(e.fn.Artifact); err != nil {
+			s.log.Warn("artifact not removed", "function", name, "err", err)
+		}
 	}
 	if s.logs != nil {
 		if err := s.logs.Remove(name); err != nil {

@@ -133,3 +133,10 @@ func BytesSpec(name string, artifact []byte, memoryMB int) Spec {
 		MemoryMB: memoryMB,
 	}
 }
+
+// ImageResolver is implemented by drivers whose artifacts live in their own
+// store (container images) rather than the daemon's artifact store: Resolve
+// turns a reference ("name:tag") into the artifact ID Prepare takes.
+type ImageResolver interface {
+	Resolve(ref string) (artifact string, err error)
+}

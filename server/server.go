@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -30,8 +31,15 @@ import (
 // DefaultMaxArtifactBytes bounds uploaded artifacts.
 const DefaultMaxArtifactBytes = 256 << 20
 
+// ImageImporter imports container image tarballs (docker-archive or OCI
+// layout) for sandboxes that run images.
+type ImageImporter interface {
+	ImportFile(ctx context.Context, path string, names ...string) (api.ImageRef, error)
+}
+
 // Config configures a Server.
 type Config struct {
+	Images           ImageImporter // nil: no image sandbox on this host
 	Functions        *function.Service
 	Logs             *logs.Dir
 	Metrics          *metrics.Metrics
@@ -63,6 +71,7 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	s.ready.Store(true)
 	s.handle("POST /v1/artifacts", s.uploadArtifact)
+	s.handle("POST /v1/images", s.importImage)
 	s.handle("GET /v1/functions", s.listFunctions)
 	s.handle("GET /v1/functions/{name}", s.getFunction)
 	s.handle("PUT /v1/functions/{name}", s.putFunction)
@@ -161,6 +170,32 @@ func writeErrorInfo(w http.ResponseWriter, status int, info api.ErrorInfo, retry
 
 func (s *Server) uploadArtifact(w http.ResponseWriter, r *http.Request) {
 	ref, err := s.cfg.Functions.Store().PutArtifact(r.Body, s.cfg.MaxArtifactBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, ref)
+}
+
+// importImage serves POST /v1/images?name=NAME:TAG: the body is an image
+// tarball, spooled to a temporary file and imported.
+func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Images == nil {
+		writeError(w, fmt.Errorf("no image sandbox on this host (runc or crun missing, or not root): %w", errdefs.ErrNotImplemented))
+		return
+	}
+	tmp, err := os.CreateTemp("", "kindling-image-*.tar")
+	if err != nil {
+		writeError(w, fmt.Errorf("spool image: %w", err))
+		return
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := io.Copy(tmp, http.MaxBytesReader(w, r.Body, s.cfg.MaxArtifactBytes*8)); err != nil {
+		writeError(w, fmt.Errorf("image upload: %w", err))
+		return
+	}
+	ref, err := s.cfg.Images.ImportFile(r.Context(), tmp.Name(), r.URL.Query()["name"]...)
 	if err != nil {
 		writeError(w, err)
 		return

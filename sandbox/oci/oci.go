@@ -520,3 +520,15 @@ func copyFile(src, dst string, perm os.FileMode) error {
 	}
 	return os.Rename(out.Name(), dst)
 }
+
+var _ sandbox.ImageResolver = (*Driver)(nil)
+
+// Resolve implements sandbox.ImageResolver: a name, name:tag or ID of an
+// imported image becomes its ID, the artifact Prepare takes.
+func (d *Driver) Resolve(ref string) (string, error) {
+	img, err := d.images.Resolve(ref)
+	if err != nil {
+		return "", err
+	}
+	return img.ID, nil
+}
