@@ -30,14 +30,20 @@ func writeModule(t *testing.T, dir, name string, b []byte) string {
 	return p
 }
 
-func TestClientCommands(t *testing.T) {
-	d, err := daemon.New(context.Background(), daemon.Config{DataDir: t.TempDir()})
+// serveDaemon runs a daemon for the test and points KINDLING_URL at it.
+func serveDaemon(t *testing.T) {
+	t.Helper()
+	d, err := daemon.New(context.Background(), daemon.Config{DataDir: t.TempDir(), OCIRuntime: "none"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(d.Server)
-	defer func() { srv.Close(); d.Close(context.Background()) }()
+	t.Cleanup(func() { srv.Close(); d.Close(context.Background()) })
 	t.Setenv("KINDLING_URL", srv.URL)
+}
+
+func TestClientCommands(t *testing.T) {
+	serveDaemon(t)
 	dir := t.TempDir()
 	hello := writeModule(t, dir, "hello.wasm", testmodules.Hello)
 	writeModule(t, dir, "echo.wasm", testmodules.Echo)
@@ -138,13 +144,7 @@ func TestBuild(t *testing.T) {
 }
 
 func TestAsyncCommands(t *testing.T) {
-	d, err := daemon.New(context.Background(), daemon.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(d.Server)
-	defer func() { srv.Close(); d.Close(context.Background()) }()
-	t.Setenv("KINDLING_URL", srv.URL)
+	serveDaemon(t)
 	p := writeModule(t, t.TempDir(), "exit.wasm", testmodules.Exit)
 	if code, _, errOut := run(t, "", "deploy", "exit", "--wasm", p); code != 0 {
 		t.Fatal(errOut)
