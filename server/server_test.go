@@ -35,7 +35,7 @@ type harness struct {
 
 func start(t testing.TB, dir string) *harness {
 	t.Helper()
-	d, err := daemon.New(context.Background(), daemon.Config{DataDir: dir, MaxBodyBytes: 1 << 20})
+	d, err := daemon.New(context.Background(), daemon.Config{DataDir: dir, MaxBodyBytes: 1 << 20, OCIRuntime: "none"})
 	if err != nil {
 		t.Fatal(err)
 	}
