@@ -43,6 +43,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_COUNT) ./manifest
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_COUNT) ./sandbox/wasm/internal/wasmbin
 	$(GO) test -run '^$$' -fuzz '^FuzzImportBytes$$' -fuzztime $(FUZZ_COUNT) ./image
+	$(GO) test -run '^$$' -fuzz '^FuzzFindModule$$' -fuzztime $(FUZZ_COUNT) ./shim
+	$(GO) test -run '^$$' -fuzz '^FuzzPageSet$$' -fuzztime $(FUZZ_COUNT) ./sandbox/microvm
 
 test-short:
 	$(GO) test -short ./...

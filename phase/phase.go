@@ -31,6 +31,11 @@ const (
 	Rootfs Name = "rootfs" // mounting an instance's root file system
 	Bundle Name = "bundle" // writing the runtime bundle (config.json, sockets)
 	Ready  Name = "ready"  // from the runtime's return until the agent signals readiness
+
+	// Phases of the microVM sandbox.
+	Boot       Name = "boot"        // a guest kernel booting to its init
+	AgentReady Name = "agent-ready" // from the VM running until its agent signals readiness
+	Prefetch   Name = "prefetch"    // reading a snapshot's working set ahead of the guest
 )
 
 // Timing is the measured duration of one phase.

@@ -5,12 +5,14 @@
 set -euo pipefail
 
 NEEDS=(
-  # The wasm sandbox is pure Go and needs nothing. Sandboxes that run real
-  # runtimes add their binaries here as they land (runc, crun, containerd,
-  # qemu-system-x86_64, chromium for the HTML report test).
+  # The wasm sandbox is pure Go and needs nothing; the sandboxes that run
+  # real runtimes, and the HTML report's test, need these.
   "chromium chromium"   # bench: renders the HTML report headless in its test
   "runc runc"           # sandbox/oci
   "crun crun"           # sandbox/oci (needs the hugetlb workaround, applied by its tests)
+  "containerd containerd"  # shim: tests start a private containerd (brings ctr)
+  "qemu-system-x86_64 qemu-system-x86"  # sandbox/microvm
+  "xz xz-utils"         # sandbox/microvm: Debian's kernel image is xz-compressed
 )
 
 missing=()
@@ -18,6 +20,8 @@ for need in "${NEEDS[@]+"${NEEDS[@]}"}"; do
   read -r cmd pkg <<<"$need"
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# sandbox/microvm boots the distribution's kernel.
+compgen -G "/boot/vmlinuz-*" >/dev/null || missing+=(linux-image-amd64)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: nothing to install"
   exit 0

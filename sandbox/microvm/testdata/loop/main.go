@@ -1,0 +1,7 @@
+// Command loop is a conformance fixture: it never returns.
+package main
+
+func main() {
+	for {
+	}
+}
