@@ -38,6 +38,13 @@ and wasmtime (in builds with -tags wasmtime).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			stderr := cmd.ErrOrStderr()
+			var err error
+			if sandboxes, err = benchOthers(cmd, sandboxes, strings.Split(workloadList, ","), runs); err != nil {
+				return err
+			}
+			if len(sandboxes) == 0 {
+				return nil // only shim or microvm tables were asked for
+			}
 			opts := bench.Options{
 				Sandboxes:   sandboxes,
 				Runs:        map[bench.Mode]int{bench.Cold: coldRuns, bench.Warm: runs},
@@ -98,7 +105,7 @@ and wasmtime (in builds with -tags wasmtime).`,
 		}
 	}
 	f.StringVar(&workloadList, "workloads", "all", "workloads to run: all, or a comma-separated list")
-	f.StringSliceVar(&sandboxes, "sandbox", []string{"wasm"}, "sandboxes to measure")
+	f.StringSliceVar(&sandboxes, "sandbox", []string{"wasm"}, "sandboxes to measure: wasm; shim (the CRI table: kindling shim vs runc in a private containerd); microvm (cold boot vs template restore vs prefetch)")
 	f.StringSliceVar(&modes, "modes", []string{string(bench.Cold), string(bench.Cached), string(bench.Warm)}, "modes to measure each sandbox in")
 	f.StringSliceVar(&peers, "peers", nil, "peer engines to compare with, or none (default: every peer of this build; known: "+strings.Join(known, ", ")+")")
 	f.IntVar(&runs, "runs", bench.DefaultRuns(bench.Warm), "measured runs per workload of warm columns and peers")

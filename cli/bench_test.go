@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,6 +62,32 @@ func TestBenchCommand(t *testing.T) {
 			t.Errorf("%v: no error", bad)
 		} else {
 			t.Logf("%v: %v", bad, err)
+		}
+	}
+}
+
+// TestBenchShim prints seed 000's CRI table through the CLI, against a real
+// containerd the benchmark starts.
+func TestBenchShim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts containerd; skipped with -short")
+	}
+	for _, bin := range []string{"containerd", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s is not installed", bin)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("containerd needs root")
+	}
+	var out, errOut bytes.Buffer
+	code := Run([]string{"bench", "--sandbox", "shim", "--runs", "1"}, strings.NewReader(""), &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{"RunPodSandbox", "CreateContainer", "StartContainer", "CRI total", "kindling", "runc"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("CRI table lacks %q:\n%s", want, out.String())
 		}
 	}
 }
