@@ -57,4 +57,3 @@ func benchOthers(cmd *cobra.Command, sandboxes, workloads []string, runs int) ([
 	}
 	return rest, nil
 }
-
