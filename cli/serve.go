@@ -21,6 +21,7 @@ func newServe() *cobra.Command {
 		memBudget                            int
 		keepAlive, traceExporter, traceURL   string
 		ociRuntime, agentPath                string
+		microVM                              bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -33,7 +34,7 @@ func newServe() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			d, err := daemon.New(ctx, daemon.Config{DataDir: dataDir, Logger: log, MaxBodyBytes: maxBody,
-				MemoryBudgetMB: memBudget, KeepAlive: keepAlive, OCIRuntime: ociRuntime, AgentPath: agentPath,
+				MemoryBudgetMB: memBudget, KeepAlive: keepAlive, OCIRuntime: ociRuntime, AgentPath: agentPath, MicroVM: microVM,
 				Tracing: tracing.Config{Exporter: traceExporter, Endpoint: traceURL}})
 			if err != nil {
 				return err
@@ -63,6 +64,7 @@ func newServe() *cobra.Command {
 	f.IntVar(&memBudget, "memory-budget", 0, "memory (MiB) all instances share; 0 means half of the host's memory")
 	f.StringVar(&keepAlive, "keep-alive", "fixed", "default keep-alive policy: fixed (10m), fixed:DURATION, none, hybrid")
 	f.StringVar(&ociRuntime, "oci-runtime", "runc", "OCI runtime of the oci sandbox: runc, crun, or none")
+	f.BoolVar(&microVM, "microvm", false, "enable the microvm sandbox (QEMU guests restored from templates; runtime \"microvm\")")
 	f.StringVar(&agentPath, "agent", "", "static kindling-agent binary for containers (default: next to kindling, else on PATH)")
 	f.StringVar(&traceExporter, "trace-exporter", "none", "trace exporter: none, stdout, otlp, zipkin")
 	f.StringVar(&traceURL, "trace-endpoint", "", "OTLP collector base URL (default http://127.0.0.1:4318) or Zipkin spans URL (default http://127.0.0.1:9411/api/v2/spans)")

@@ -20,6 +20,7 @@ import (
 	"github.com/kindling-dev/kindling/manifest"
 	"github.com/kindling-dev/kindling/metrics"
 	"github.com/kindling-dev/kindling/sandbox"
+	"github.com/kindling-dev/kindling/sandbox/microvm"
 	"github.com/kindling-dev/kindling/sandbox/oci"
 	"github.com/kindling-dev/kindling/sandbox/wasm"
 	"github.com/kindling-dev/kindling/scheduler"
@@ -44,9 +45,13 @@ type Config struct {
 	// "crun", or "none" to leave the oci sandbox out. When the runtime or
 	// the privileges it needs are missing, the daemon runs without it.
 	OCIRuntime string
-	// AgentPath is the static kindling-agent the oci sandbox runs in
-	// containers (default: next to the executable, else on PATH).
+	// AgentPath is the static kindling-agent the oci and microvm sandboxes
+	// run in containers and guests (default: next to the executable, else
+	// on PATH).
 	AgentPath string
+	// MicroVM enables the microvm sandbox (QEMU; software emulation where
+	// KVM is not usable, so templates take seconds to boot at deploy).
+	MicroVM bool
 }
 
 // DefaultMemoryBudgetMB is half of the host's memory (4096 if unknown).
@@ -99,6 +104,14 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		} else {
 			d.drivers = append(d.drivers, od)
 			d.images = od
+		}
+	}
+	if cfg.MicroVM {
+		md, err := microvm.New(ctx, microvm.Config{Root: filepath.Join(cfg.DataDir, "microvm"), Agent: cfg.AgentPath, Logger: log})
+		if err != nil {
+			log.Info("microvm sandbox not available", "reason", err)
+		} else {
+			d.drivers = append(d.drivers, md)
 		}
 	}
 	var policy scheduler.Policy
