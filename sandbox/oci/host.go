@@ -1,7 +1,6 @@
 package oci
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -15,75 +14,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kindling-dev/kindling/internal/mountinfo"
 )
-
-// mountInfo is one line of /proc/self/mountinfo.
-type mountInfo struct {
-	point  string // where it is mounted
-	fstype string
-	super  string // super options, e.g. "rw,memory" for a cgroup v1 hierarchy
-}
-
-// readMounts parses /proc/self/mountinfo.
-func readMounts() ([]mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var mounts []mountInfo
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent maj:min root point options [optional...] - fstype source super
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		fields, tailFields := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tailFields) < 2 {
-			continue
-		}
-		m := mountInfo{point: unescapeMount(fields[4]), fstype: tailFields[0]}
-		if len(tailFields) > 2 {
-			m.super = tailFields[2]
-		}
-		mounts = append(mounts, m)
-	}
-	return mounts, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// mountsUnder returns the mount points at or below dir, deepest first.
-func mountsUnder(dir string) ([]string, error) {
-	mounts, err := readMounts()
-	if err != nil {
-		return nil, err
-	}
-	var points []string
-	for _, m := range mounts {
-		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
-			points = append(points, m.point)
-		}
-	}
-	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
-	return slices.Compact(points), nil
-}
 
 // mountOverlay mounts an overlay at target: lowers (top layer first) read
 // only, upper and work for the instance's own changes.
@@ -126,23 +59,23 @@ type cgroups struct {
 }
 
 func findCgroups() (*cgroups, error) {
-	mounts, err := readMounts()
+	mounts, err := mountinfo.Read()
 	if err != nil {
 		return nil, fmt.Errorf("find cgroups: %w", err)
 	}
 	cg := &cgroups{}
 	for _, m := range mounts {
-		switch m.fstype {
+		switch m.FSType {
 		case "cgroup":
-			cg.all = append(cg.all, m.point)
-			if slices.Contains(strings.Split(m.super, ","), "memory") {
-				cg.memory = m.point
+			cg.all = append(cg.all, m.Point)
+			if slices.Contains(strings.Split(m.Super, ","), "memory") {
+				cg.memory = m.Point
 			}
 		case "cgroup2":
-			cg.all = append(cg.all, m.point)
-			if b, err := os.ReadFile(filepath.Join(m.point, "cgroup.controllers")); err == nil &&
+			cg.all = append(cg.all, m.Point)
+			if b, err := os.ReadFile(filepath.Join(m.Point, "cgroup.controllers")); err == nil &&
 				slices.Contains(strings.Fields(string(b)), "memory") {
-				cg.memory, cg.v2 = m.point, true
+				cg.memory, cg.v2 = m.Point, true
 			}
 		}
 	}

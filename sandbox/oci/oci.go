@@ -50,6 +50,7 @@ import (
 
 	"github.com/kindling-dev/kindling/errdefs"
 	"github.com/kindling-dev/kindling/image"
+	"github.com/kindling-dev/kindling/internal/mountinfo"
 	"github.com/kindling-dev/kindling/phase"
 	"github.com/kindling-dev/kindling/sandbox"
 )
@@ -457,7 +458,7 @@ func reconcile(ctx context.Context, root string) error {
 	}
 	// Mounts: the instances' root file systems, then the tmpfs holding
 	// them, the bundles and the runtimes' state.
-	points, err := mountsUnder(root)
+	points, err := mountinfo.Under(root)
 	errs = append(errs, err)
 	for _, p := range points {
 		if p != root {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kindling-dev/kindling/errdefs"
+	"github.com/kindling-dev/kindling/internal/mountinfo"
 	"github.com/kindling-dev/kindling/internal/ocitest"
 	"github.com/kindling-dev/kindling/sandbox"
 )
@@ -23,7 +24,7 @@ import (
 func leftovers(t *testing.T, root string) []string {
 	t.Helper()
 	var left []string
-	points, err := mountsUnder(root)
+	points, err := mountinfo.Under(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,11 +244,5 @@ func TestCPUsFor(t *testing.T) {
 		if got := cpusFor(tc.mb, DefaultMinCPUs); got != tc.want {
 			t.Errorf("cpusFor(%d) = %v, want %v", tc.mb, got, tc.want)
 		}
-	}
-}
-
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/a\040b\134c\0`); got != `/a b\c\0` {
-		t.Errorf("unescapeMount = %q", got)
 	}
 }

@@ -31,6 +31,8 @@ import (
 
 	"github.com/containerd/containerd"
 	"golang.org/x/sys/unix"
+
+	"github.com/kindling-dev/kindling/internal/mountinfo"
 )
 
 // Missing says why this host cannot run the end-to-end tests, or "" if it
@@ -288,46 +290,7 @@ func (d *Daemon) Mounts() ([]string, error) {
 }
 
 // MountsUnder returns the mount points under dir, deepest first.
-func MountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, sc.Err()
-}
-
-// unescapeMount decodes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func MountsUnder(dir string) ([]string, error) { return mountinfo.Under(dir) }
 
 // lockedBuffer keeps the last lines of a log.
 type lockedBuffer struct {
