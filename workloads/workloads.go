@@ -109,7 +109,7 @@ func Build(ctx context.Context, target, outDir string, names ...string) (map[str
 		}
 	}
 
-	root, err := repoRoot(ctx)
+	root, err := RepoRoot(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("workloads: build: %w", err)
 	}
@@ -169,10 +169,12 @@ func Build(ctx context.Context, target, outDir string, names ...string) (map[str
 	return paths, nil
 }
 
-// repoRoot returns the module root containing the workloads sources: the
-// parent of this file's directory when the sources are on disk, or else the
-// directory of the main module's go.mod.
-func repoRoot(ctx context.Context) (string, error) {
+// RepoRoot returns the root of kindling's source tree (the module root
+// holding the workloads): the parent of this file's directory when the
+// sources are on disk, or else the directory of the main module's go.mod.
+// Code that builds parts of kindling from source (workloads, the agent)
+// runs the Go toolchain there.
+func RepoRoot(ctx context.Context) (string, error) {
 	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
 		root := filepath.Dir(filepath.Dir(file))
 		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {

@@ -300,7 +300,7 @@ func newRuntime(ctx context.Context, t testing.TB, paths map[string]string) waze
 // the internal/precompile command, built without the race detector.
 func precompile(ctx context.Context, t testing.TB, dir string, paths map[string]string) {
 	t.Helper()
-	root, err := repoRoot(ctx)
+	root, err := RepoRoot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

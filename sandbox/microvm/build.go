@@ -3,20 +3,20 @@ package microvm
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
+
+	"github.com/kindling-dev/kindling/workloads"
 )
 
 // BuildAgent builds a static linux/amd64 kindling-agent from the module's
 // source into dir and returns its path: what Config.Agent names. It needs
 // the Go toolchain and this module's source (tests, benchmarks, `make`).
 func BuildAgent(ctx context.Context, dir string) (string, error) {
-	root, err := moduleRoot(ctx)
+	root, err := workloads.RepoRoot(ctx)
 	if err != nil {
 		return "", fmt.Errorf("microvm: build agent: %w", err)
 	}
@@ -39,24 +39,4 @@ func GoBuildStatic(ctx context.Context, dir, pkg, out string) error {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
-}
-
-// moduleRoot is the root of this module's source: found from this file's
-// path when the source is on disk, else from `go env GOMOD`.
-func moduleRoot(ctx context.Context) (string, error) {
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		if _, err := os.Stat(filepath.Join(root, "cmd", "kindling-agent")); err == nil {
-			return filepath.Clean(root), nil
-		}
-	}
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("locating the module root: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("locating the module root: not inside a Go module")
-	}
-	return filepath.Dir(gomod), nil
 }
