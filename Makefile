@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOutput$$' -fuzztime $(FUZZ_COUNT) ./wagi
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_COUNT) ./manifest
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_COUNT) ./sandbox/wasm/internal/wasmbin
+	$(GO) test -run '^$$' -fuzz '^FuzzWithInterrupt$$' -fuzztime $(FUZZ_COUNT) ./sandbox/wasm/internal/wasmbin
 	$(GO) test -run '^$$' -fuzz '^FuzzImportBytes$$' -fuzztime $(FUZZ_COUNT) ./image
 	$(GO) test -run '^$$' -fuzz '^FuzzFindModule$$' -fuzztime $(FUZZ_COUNT) ./shim
 	$(GO) test -run '^$$' -fuzz '^FuzzPageSet$$' -fuzztime $(FUZZ_COUNT) ./sandbox/microvm

@@ -26,6 +26,10 @@ var (
 	SnapReactor []byte // a reactor whose restored instances print "init:41:2\n"
 	//go:embed badinit.wasm
 	BadInit []byte // a reactor whose _initialize traps
+	//go:embed spinreactor.wasm
+	SpinReactor []byte // a reactor whose handler spins forever
+	//go:embed uninstrumentable.wasm
+	Uninstrumentable []byte // spins forever; exports "kindling:interrupt" itself
 	//go:embed garbage.wasm
 	Garbage []byte // not WebAssembly at all
 )

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -223,9 +224,11 @@ func BenchmarkColdStart(b *testing.B, d sandbox.Driver, spec sandbox.Spec, stdin
 	var out bytes.Buffer
 	r := bytes.NewReader(stdin)
 	var touched uint64
+	lat := make([]time.Duration, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		start := time.Now()
 		out.Reset()
 		r.Reset(stdin)
 		inst, err := p.Start(ctx, nil)
@@ -238,7 +241,12 @@ func BenchmarkColdStart(b *testing.B, d sandbox.Driver, spec sandbox.Spec, stdin
 		}
 		touched += res.TouchedBytes
 		inst.Close(ctx)
+		lat[i] = time.Since(start)
 	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(lat[len(lat)*9/10].Nanoseconds()), "p90-ns")
 	if touched > 0 {
 		// The memory one instance made its own: what N concurrent instances cost.
 		b.ReportMetric(float64(touched)/float64(b.N)/1024, "KiB-private/op")

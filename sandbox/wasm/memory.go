@@ -17,7 +17,8 @@ import (
 // With an image (a snapshot's memory), the start of the reservation maps
 // the image file privately: the instance reads the snapshot's pages from
 // the page cache, shared with every other instance, and copies only the
-// pages it writes.
+// pages it writes. The memoryLimit holds a reference on the image, which
+// free drops.
 type memoryLimit struct {
 	limit    uint64
 	image    *memImage
@@ -25,7 +26,13 @@ type memoryLimit struct {
 	heap     []byte // fallback when mmap fails
 	started  bool
 	exceeded bool
+	pagemap  []byte // reset's scan buffer, kept between resets
 }
+
+// resetCopyMax bounds the private bytes a reset copies back from the
+// image; beyond it, remapping the image (and faulting pages in again) is
+// the cheaper reset.
+const resetCopyMax = 1 << 20
 
 var _ experimental.MemoryAllocator = (*memoryLimit)(nil)
 
@@ -92,6 +99,38 @@ func (m *memoryLimit) Reallocate(size uint64) []byte {
 // runs; the instance's owner calls free once the guest has returned.
 func (m *memoryLimit) Free() {}
 
+// reset returns the memory, sized as the image, to the image's contents
+// and reports the bytes the instance had made private. Pages the instance
+// wrote stay mapped and get the image's contents copied back into them,
+// so the next request touches them without a page fault; the pages it only
+// read still map the image. That is the cheap reset: a page fault costs
+// microseconds on virtualized hosts, and a Go guest touches the same few
+// dozen pages on every request. An instance that made more than
+// resetCopyMax private maps the image again instead, giving them back.
+func (m *memoryLimit) reset() (private uint64, err error) {
+	if m.mapped == nil || m.image == nil || m.image.data == nil {
+		return 0, fmt.Errorf("wasm: no image mapping to reset")
+	}
+	mem, img := m.mapped[:m.image.size], m.image.data
+	var pages []uint64
+	var stack [256]uint64
+	pages = stack[:0]
+	m.pagemap, err = scanPrivate(mem, m.pagemap, func(i uint64) { pages = append(pages, i) })
+	if err != nil {
+		return 0, err
+	}
+	private = uint64(len(pages)) * pageSize
+	if private > resetCopyMax {
+		return private, m.remapImage()
+	}
+	for _, i := range pages {
+		off := i * pageSize
+		end := min(off+pageSize, uint64(len(mem)))
+		copy(mem[off:end], img[off:end])
+	}
+	return private, nil
+}
+
 // remapImage maps the image again over the start of the memory, dropping
 // every page the instance wrote there; the memory is the image again.
 func (m *memoryLimit) remapImage() error {
@@ -112,6 +151,10 @@ func (m *memoryLimit) free() {
 		m.mapped = nil
 	}
 	m.heap = nil
+	if m.image != nil {
+		_ = m.image.release()
+		m.image = nil
+	}
 }
 
 // touched returns the bytes of memory the instance made private (written

@@ -28,9 +28,9 @@ const EnvFrameMagic = "KINDLING/1 "
 
 // reactor is a live instance of a snapshot module. It starts in the
 // snapshot's state, serves one request, and — if it finished cleanly
-// without growing its memory — is reset to the snapshot (its memory image
-// remapped, discarding every page it wrote; its globals set again) and
-// pooled for the next request. Each request therefore sees exactly the
+// without growing its memory — is reset to the snapshot (the pages it
+// wrote get the image's contents back, see memoryLimit.reset; its globals
+// are set again) and pooled for the next request. Each request therefore sees exactly the
 // snapshot's state, as a new instance would, without paying instantiation.
 type reactor struct {
 	mod    api.Module
@@ -44,17 +44,17 @@ var poolSize = max(4, 2*runtime.GOMAXPROCS(0))
 
 func (p *prepared) newReactor(ctx context.Context, rec *phase.Recorder) (*reactor, error) {
 	start := time.Now()
-	r := &reactor{io: &stdio{}, mem: &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20, image: p.snap.image}}
+	r := &reactor{io: &stdio{}, mem: &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20, image: p.snap.image.acquire()}}
 	cfg := p.baseConfig.
 		WithStdin(stdinReader{r.io}).
 		WithStdout(stdoutWriter{r.io}).
 		WithStderr(stderrWriter{r.io})
 	// The instance outlives this request: it must not be closed when the
 	// request's context ends (timeouts are enforced per call).
-	mod, err := p.d.rt.InstantiateModule(experimental.WithMemoryAllocator(context.WithoutCancel(ctx), r.mem), p.snap.module, cfg)
+	mod, err := p.snap.module.instantiate(experimental.WithMemoryAllocator(context.WithoutCancel(ctx), r.mem), cfg)
 	t := rec.Since(phase.Instantiate, start, "")
 	if err != nil {
-		r.mem.free()
+		r.close()
 		return nil, classify(ctx, err, r.mem, "instantiate")
 	}
 	r.mod, r.handle = mod, mod.ExportedFunction(exportHandle)
@@ -66,17 +66,32 @@ func (p *prepared) newReactor(ctx context.Context, rec *phase.Recorder) (*reacto
 	return r, nil
 }
 
-// reset returns the instance to the snapshot's state.
-func (r *reactor) reset(s *snapshot) error {
-	if err := r.mem.remapImage(); err != nil {
-		return err
+// reset returns the instance to the snapshot's state and reports the
+// bytes of memory it had made its own.
+func (r *reactor) reset(s *snapshot) (private uint64, err error) {
+	if private, err = r.mem.reset(); err != nil {
+		return private, err
 	}
-	return s.restoreGlobals(r.mod)
+	return private, s.restoreGlobals(r.mod)
 }
 
 func (r *reactor) close() {
-	_ = r.mod.Close(context.Background())
+	if r.mod != nil {
+		_ = r.mod.Close(context.Background())
+	}
 	r.mem.free()
+}
+
+// recycle resets an instance that finished cleanly and pools it, and
+// returns the bytes it had made private.
+func (p *prepared) recycle(r *reactor) uint64 {
+	private, err := r.reset(p.snap)
+	if err != nil {
+		r.close()
+		return private
+	}
+	p.put(r)
+	return private
 }
 
 // put pools a reset instance, or closes it when the pool is full or the
@@ -125,19 +140,19 @@ func (i *instance) invokeReactor(ctx context.Context, req *sandbox.Request) (san
 		stdin = io.MultiReader(stdin, req.Stdin)
 	}
 	r.io.bind(stdin, req.Stdout, req.Stderr, t)
-	results, err := r.handle.Call(ctx)
+	results, err := callGuest(ctx, r.mod, r.handle)
 	end := time.Now()
 	recordRun(rec, t, r.io.firstTouch(end), end)
 	r.io.unbind()
 
 	res.MemoryBytes = memSize(r.mod)
-	if p.d.accounting {
-		res.TouchedBytes = r.mem.touched(res.MemoryBytes)
-	}
-	clean := err == nil && res.MemoryBytes == p.snap.image.size
-	if clean && r.reset(p.snap) == nil {
-		p.put(r)
+	if err == nil && res.MemoryBytes == p.snap.image.size {
+		// The reset counts the private pages anyway: report them.
+		res.TouchedBytes = p.recycle(r)
 	} else {
+		if p.d.accounting {
+			res.TouchedBytes = r.mem.touched(res.MemoryBytes)
+		}
 		r.close()
 	}
 	res.Duration = rec.Since(phase.Teardown, end, "").Sub(begin)

@@ -34,7 +34,7 @@ const initTimeout = time.Minute
 // by every instance of the function and never written.
 type snapshot struct {
 	key     string
-	module  wazero.CompiledModule // the module with globals exported and data passive
+	module  *program // the module with globals exported and data passive
 	image   *memImage
 	globals []globalValue
 }
@@ -50,15 +50,9 @@ type snapshotMeta struct {
 	Globals    []globalValue `json:"globals"`
 }
 
-// memImage is a snapshot's memory, in a file.
-type memImage struct {
-	f    *os.File
-	size uint64
-}
-
 // Close implements the closer that Driver.release calls.
 func (s *snapshot) Close(ctx context.Context) error {
-	return errors.Join(s.module.Close(ctx), s.image.f.Close())
+	return errors.Join(s.module.Close(ctx), s.image.release())
 }
 
 func (s *snapshot) restoreGlobals(mod api.Module) error {
@@ -135,12 +129,10 @@ func (d *Driver) buildSnapshot(ctx context.Context, spec sandbox.Spec, m *wasmbi
 			return nil, err
 		}
 	}
-	f, err := os.Open(filepath.Join(dir, "memory"))
-	if err != nil {
+	if s.image, err = openImage(filepath.Join(dir, "memory"), meta.MemorySize); err != nil {
 		mod.Close(ctx)
-		return nil, fmt.Errorf("wasm: open snapshot image: %w", err)
+		return nil, err
 	}
-	s.image = &memImage{f: f, size: meta.MemorySize}
 	s.globals = meta.Globals
 	rec.Since(phase.Snapshot, start, detail)
 	return s, nil
@@ -148,7 +140,7 @@ func (d *Driver) buildSnapshot(ctx context.Context, spec sandbox.Spec, m *wasmbi
 
 // compileForSnapshot compiles the module without its data segments, or,
 // if its code refers to them, with them passive.
-func (d *Driver) compileForSnapshot(ctx context.Context, m *wasmbin.Module, rec *phase.Recorder) (wazero.CompiledModule, error) {
+func (d *Driver) compileForSnapshot(ctx context.Context, m *wasmbin.Module, rec *phase.Recorder) (*program, error) {
 	var err error
 	for _, variant := range []func() ([]byte, error){m.ForSnapshot, m.ForSnapshotPassive} {
 		var bin []byte
@@ -156,7 +148,7 @@ func (d *Driver) compileForSnapshot(ctx context.Context, m *wasmbin.Module, rec 
 			return nil, err
 		}
 		sum := sha256.Sum256(bin)
-		var mod wazero.CompiledModule
+		var mod *program
 		if mod, err = d.compile(ctx, "sha256:"+hex.EncodeToString(sum[:]), bin, rec); err == nil {
 			return mod, nil
 		}
@@ -177,7 +169,7 @@ func readMeta(dir string) (snapshotMeta, error) {
 	if err != nil {
 		return meta, err
 	}
-	if meta.Format != snapshotFormat || uint64(st.Size()) != meta.MemorySize || meta.MemorySize%pageSize != 0 {
+	if meta.Format != snapshotFormat || uint64(st.Size()) != meta.MemorySize || meta.MemorySize%wasmPageSize != 0 {
 		return meta, errors.New("stale or corrupt snapshot")
 	}
 	return meta, nil
@@ -185,7 +177,7 @@ func readMeta(dir string) (snapshotMeta, error) {
 
 // capture runs the module's initialization in a fresh instance and writes
 // its memory and globals to dir.
-func (d *Driver) capture(ctx context.Context, spec sandbox.Spec, m *wasmbin.Module, mod wazero.CompiledModule, dir string) (snapshotMeta, error) {
+func (d *Driver) capture(ctx context.Context, spec sandbox.Spec, m *wasmbin.Module, mod *program, dir string) (snapshotMeta, error) {
 	var stdout, stderr bytes.Buffer
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions().
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
@@ -198,7 +190,7 @@ func (d *Driver) capture(ctx context.Context, spec sandbox.Spec, m *wasmbin.Modu
 	defer cancel()
 	mem := &memoryLimit{limit: uint64(spec.MemoryMB) << 20}
 	defer mem.free()
-	inst, err := d.rt.InstantiateModule(experimental.WithMemoryAllocator(ictx, mem), mod, cfg)
+	inst, err := mod.instantiate(experimental.WithMemoryAllocator(ictx, mem), cfg)
 	if err != nil {
 		return snapshotMeta{}, initError(ictx, err, mem, &stderr)
 	}
@@ -214,7 +206,7 @@ func (d *Driver) capture(ctx context.Context, spec sandbox.Spec, m *wasmbin.Modu
 			return snapshotMeta{}, fmt.Errorf("data segment %d does not fit in memory: %w", i, errdefs.ErrInvalidArgument)
 		}
 	}
-	if _, err := inst.ExportedFunction(exportInitialize).Call(ictx); err != nil {
+	if _, err := callGuest(ictx, inst, inst.ExportedFunction(exportInitialize)); err != nil {
 		return snapshotMeta{}, initError(ictx, err, mem, &stderr)
 	}
 	meta := snapshotMeta{Format: snapshotFormat, MemorySize: uint64(memory.Size())}

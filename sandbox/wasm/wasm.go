@@ -47,7 +47,9 @@ type Option func(*Driver)
 
 // WithMemoryAccounting makes every invocation report the memory its
 // instance actually made private (sandbox.Result.TouchedBytes). It costs a
-// read of /proc/self/pagemap per invocation; benchmarks use it.
+// scan of /proc/self/pagemap per invocation; benchmarks use it. (A
+// snapshot instance reset for reuse is scanned anyway and always reports
+// it.)
 func WithMemoryAccounting() Option { return func(d *Driver) { d.accounting = true } }
 
 // WithCacheDir keeps compiled modules in dir, so a restarted daemon does not
@@ -58,7 +60,8 @@ func WithCacheDir(dir string) Option { return func(d *Driver) { d.cacheDir = dir
 type Driver struct {
 	cacheDir string
 	cache    wazero.CompilationCache
-	rt       wazero.Runtime
+	rt       wazero.Runtime // instrumented modules (see program)
+	rtClose  wazero.Runtime // the others: WithCloseOnContextDone
 
 	accounting bool
 	snapDir    string // where snapshots live (in cacheDir, or a temp dir)
@@ -79,13 +82,15 @@ type compiledEntry struct {
 
 var _ sandbox.Driver = (*Driver)(nil)
 
-// New creates a wasm driver with one wazero runtime for all functions.
+// New creates a wasm driver: one wazero runtime for every function whose
+// module takes kindling's interrupt check, and one, closing modules when
+// their context ends, for the few others (see program).
 func New(ctx context.Context, opts ...Option) (*Driver, error) {
 	d := &Driver{compiled: map[string]*compiledEntry{}}
 	for _, o := range opts {
 		o(d)
 	}
-	cfg := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	cfg := wazero.NewRuntimeConfig()
 	if d.cacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(d.cacheDir)
 		if err != nil {
@@ -105,8 +110,12 @@ func New(ctx context.Context, opts ...Option) (*Driver, error) {
 		d.snapDir, d.tempSnap = dir, true
 	}
 	d.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, d.rt); err != nil {
-		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
+	d.rtClose = wazero.NewRuntimeWithConfig(ctx, cfg.WithCloseOnContextDone(true))
+	for _, rt := range []wazero.Runtime{d.rt, d.rtClose} {
+		if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+			d.Close(ctx)
+			return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
+		}
 	}
 	return d, nil
 }
@@ -121,7 +130,7 @@ func (d *Driver) Capabilities() sandbox.Capabilities {
 
 // Close implements sandbox.Driver.
 func (d *Driver) Close(ctx context.Context) error {
-	err := d.rt.Close(ctx)
+	err := errors.Join(d.rt.Close(ctx), d.rtClose.Close(ctx))
 	if d.cache != nil {
 		err = errors.Join(err, d.cache.Close(ctx))
 	}
@@ -173,7 +182,7 @@ func (d *Driver) Prepare(ctx context.Context, spec sandbox.Spec, rec *phase.Reco
 		if err != nil {
 			return nil, err
 		}
-		p.mode, p.reason, p.module = ModeCommand, reason, e.(wazero.CompiledModule)
+		p.mode, p.reason, p.module = ModeCommand, reason, e.(*program)
 		p.release = func() { d.release(spec.Artifact) }
 		if err := checkCommand(p.module, spec.MemoryMB); err != nil {
 			p.Close(ctx)
@@ -232,7 +241,7 @@ func (d *Driver) shared(key string, build func() (any, error), rec *phase.Record
 }
 
 // compileArtifact loads and compiles the function's artifact as is.
-func (d *Driver) compileArtifact(ctx context.Context, spec sandbox.Spec, rec *phase.Recorder) (wazero.CompiledModule, error) {
+func (d *Driver) compileArtifact(ctx context.Context, spec sandbox.Spec, rec *phase.Recorder) (*program, error) {
 	start := time.Now()
 	bin, err := spec.Load()
 	if err != nil {
@@ -243,7 +252,7 @@ func (d *Driver) compileArtifact(ctx context.Context, spec sandbox.Spec, rec *ph
 }
 
 // compile compiles bin, identified by digest for the cache-hit marker.
-func (d *Driver) compile(ctx context.Context, digest string, bin []byte, rec *phase.Recorder) (wazero.CompiledModule, error) {
+func (d *Driver) compile(ctx context.Context, digest string, bin []byte, rec *phase.Recorder) (*program, error) {
 	start := time.Now()
 	detail := CacheMiss
 	var marker string
@@ -253,7 +262,7 @@ func (d *Driver) compile(ctx context.Context, digest string, bin []byte, rec *ph
 			detail = CacheDisk
 		}
 	}
-	mod, err := d.rt.CompileModule(ctx, bin)
+	mod, err := d.compileProgram(ctx, bin)
 	if err != nil {
 		return nil, fmt.Errorf("not a valid WebAssembly module: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -272,7 +281,7 @@ func checkCommand(m wazero.CompiledModule, memoryMB int) error {
 	}
 	limit := uint64(memoryMB) << 20
 	for _, mem := range m.ExportedMemories() {
-		if min := uint64(mem.Min()) * pageSize; min > limit {
+		if min := uint64(mem.Min()) * wasmPageSize; min > limit {
 			return fmt.Errorf("module needs %d MiB of memory at start, more than its memory limit of %d MiB: %w",
 				min>>20, memoryMB, errdefs.ErrInvalidArgument)
 		}
@@ -304,15 +313,16 @@ func (d *Driver) release(key string) {
 	}
 }
 
-const pageSize = 65536
+// wasmPageSize is the size of a WebAssembly memory page.
+const wasmPageSize = 65536
 
 type prepared struct {
 	d          *Driver
 	spec       sandbox.Spec
 	mode       string
-	reason     string                // why the command mode was chosen
-	module     wazero.CompiledModule // command mode
-	snap       *snapshot             // snapshot mode
+	reason     string    // why the command mode was chosen
+	module     *program  // command mode
+	snap       *snapshot // snapshot mode
 	release    func()
 	baseConfig wazero.ModuleConfig
 	closeOnce  sync.Once
@@ -413,14 +423,14 @@ func (i *instance) invokeCommand(ctx context.Context, req *sandbox.Request) (san
 		cfg = withEnvPair(cfg, kv)
 	}
 	mem := &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20}
-	mod, err := p.d.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), p.module, cfg)
+	mod, err := p.module.instantiate(experimental.WithMemoryAllocator(ctx, mem), cfg)
 	t := rec.Since(phase.Instantiate, begin, "")
 	if err != nil {
 		mem.free()
 		return sandbox.Result{}, classify(ctx, err, mem, "instantiate")
 	}
 	io.bind(req.Stdin, req.Stdout, req.Stderr, t)
-	_, err = mod.ExportedFunction(exportStart).Call(ctx)
+	_, err = callGuest(ctx, mod, mod.ExportedFunction(exportStart))
 	end := time.Now()
 	recordRun(rec, t, io.firstTouch(end), end)
 

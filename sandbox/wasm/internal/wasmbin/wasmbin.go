@@ -1,12 +1,14 @@
 // Package wasmbin reads and rewrites the few parts of a WebAssembly binary
-// that kindling's snapshots need: it exports every mutable global so its
-// value can be captured and restored, and turns active data segments into
-// passive ones so instantiation does not write them over a restored memory
-// image (the snapshotting code applies them itself, once, before
-// initialization).
+// that kindling needs. For snapshots, it exports every mutable global so
+// its value can be captured and restored, and turns active data segments
+// into passive ones so instantiation does not write them over a restored
+// memory image (the snapshotting code applies them itself, once, before
+// initialization). For deadlines, it adds an interrupt flag that every
+// loop checks (WithInterrupt).
 //
 // It understands the module structure (sections, globals, exports, data
-// segments, memory limits) and copies everything else byte for byte.
+// segments, memory limits) and the encoding of instructions, and copies
+// everything else byte for byte.
 package wasmbin
 
 import (
@@ -63,6 +65,7 @@ type Module struct {
 	// Data lists the data segments.
 	Data            []Segment
 	importedGlobals uint32
+	definedGlobals  uint32
 }
 
 // Segment is a data segment.
@@ -145,6 +148,7 @@ func (m *Module) readImports(b []byte) error {
 func (m *Module) readGlobals(b []byte) error {
 	r := &reader{b: b}
 	n := r.u32()
+	m.definedGlobals = n
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		typ := r.byte()
 		mut := r.byte()

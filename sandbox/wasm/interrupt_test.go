@@ -1,0 +1,96 @@
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/kindling-dev/kindling/errdefs"
+	"github.com/kindling-dev/kindling/internal/testmodules"
+	"github.com/kindling-dev/kindling/sandbox"
+)
+
+// A guest that never returns is stopped at its deadline on both paths: the
+// interrupt flag of an instrumented module (command and snapshot reactor)
+// and wazero closing a module it could not instrument.
+func TestDeadlineStopsGuest(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		bin           []byte
+		interruptible bool
+	}{
+		{"command", testmodules.Loop, true},
+		{"reactor", testmodules.SpinReactor, true},
+		{"uninstrumentable", testmodules.Uninstrumentable, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			d, err := New(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close(ctx)
+			p, err := d.Prepare(ctx, sandbox.BytesSpec(tc.name, tc.bin, 16), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close(ctx)
+			pr := p.(*prepared)
+			prog := pr.module
+			if pr.snap != nil {
+				prog = pr.snap.module
+			}
+			if prog.interruptible != tc.interruptible {
+				t.Fatalf("interruptible = %v, want %v", prog.interruptible, tc.interruptible)
+			}
+			// Twice: a stopped reactor must not be pooled and handed out again.
+			for i := 0; i < 2; i++ {
+				inst, err := p.Start(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+				var out bytes.Buffer
+				_, err = inst.Invoke(cctx, &sandbox.Request{Stdout: &out})
+				cancel()
+				inst.Close(ctx)
+				if fe, ok := errdefs.AsFunctionError(err); !ok || fe.Kind != errdefs.KindTimeout {
+					t.Fatalf("invocation %d: err = %v, want a timeout", i, err)
+				}
+			}
+		})
+	}
+}
+
+// Without a deadline the flag is never raised: an instrumented module
+// behaves as the original.
+func TestInstrumentedModuleRunsUnchanged(t *testing.T) {
+	ctx := context.Background()
+	d, err := New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(ctx)
+	p, err := d.Prepare(ctx, sandbox.BytesSpec("echo", testmodules.Echo, 16), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	if !p.(*prepared).module.interruptible {
+		t.Fatal("echo was not instrumented")
+	}
+	inst, err := p.Start(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close(ctx)
+	var out bytes.Buffer
+	body := bytes.Repeat([]byte("kindling "), 10000) // many iterations of echo's loop
+	if _, err := inst.Invoke(ctx, &sandbox.Request{Stdin: bytes.NewReader(body), Stdout: &out}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), body) {
+		t.Fatalf("echo returned %d bytes, want %d", out.Len(), len(body))
+	}
+}
