@@ -77,6 +77,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newSim(),
 		newBench(g),
 		newImage(g),
+		newVM(g), newSnapshotCmd(g),
 	)
 	return root
 }

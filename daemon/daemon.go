@@ -106,12 +106,14 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			d.images = od
 		}
 	}
+	var vms server.MicroVMs // nil: no microvm sandbox
 	if cfg.MicroVM {
 		md, err := microvm.New(ctx, microvm.Config{Root: filepath.Join(cfg.DataDir, "microvm"), Agent: cfg.AgentPath, Logger: log})
 		if err != nil {
 			log.Info("microvm sandbox not available", "reason", err)
 		} else {
 			d.drivers = append(d.drivers, md)
+			vms = md.Manager()
 		}
 	}
 	var policy scheduler.Policy
@@ -143,7 +145,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		log.Info("resuming accepted asynchronous invocations", "count", n)
 	}
 	srvCfg := server.Config{Functions: d.Functions, Logs: d.logs, Metrics: d.Metrics, Tracer: d.Tracer,
-		Logger: log, MaxBodyBytes: cfg.MaxBodyBytes}
+		Logger: log, MaxBodyBytes: cfg.MaxBodyBytes, MicroVMs: vms}
 	if d.images != nil {
 		srvCfg.Images = imageImporter{d.images.Images()}
 	}

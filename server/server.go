@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,9 @@ type Config struct {
 	Logger           *slog.Logger
 	MaxBodyBytes     int64 // invocation bodies; default api.DefaultMaxBodyBytes
 	MaxArtifactBytes int64 // artifact uploads; default DefaultMaxArtifactBytes
+	// MicroVMs serves /v1/vms and /v1/snapshots; nil (the microvm sandbox
+	// is not enabled) answers them 501.
+	MicroVMs MicroVMs
 }
 
 // Server serves the API. Create it with New and use it as an http.Handler.
@@ -55,6 +59,9 @@ type Server struct {
 	mux    *http.ServeMux
 	routes []string
 	ready  atomic.Bool
+	// pageSetMu serializes the microvm page-set writes (PATCH reads,
+	// merges and writes).
+	pageSetMu sync.Mutex
 }
 
 // New returns the API handler.
@@ -80,6 +87,7 @@ func New(cfg Config) *Server {
 	s.handle("GET /v1/functions/{name}/logs", s.functionLogs)
 	s.handle("GET /v1/invocations/{id}", s.getInvocation)
 	s.handle("GET /v1/invocations/{id}/logs", s.invocationLogs)
+	s.microVMRoutes()
 	s.handle("/fn/{name}", s.trigger)
 	s.handle("/fn/{name}/{path...}", s.trigger)
 	s.handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })

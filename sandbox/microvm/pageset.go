@@ -46,6 +46,87 @@ func (s PageSet) Pages() uint64 {
 // Bytes is the memory the set covers.
 func (s PageSet) Bytes() uint64 { return s.Pages() * uint64(s.PageSize) }
 
+// Union returns s with the pages of o it lacks appended, in o's order:
+// s's extents first, unchanged, so a loading set keeps its layer order and
+// the added pages are fetched last. A page in both sets, or twice in o, is
+// kept once. The sets must have the same page size; an empty set without
+// one takes the other's.
+func (s PageSet) Union(o PageSet) (PageSet, error) {
+	ps := s.PageSize
+	if ps == 0 {
+		ps = o.PageSize
+	}
+	if o.PageSize != 0 && o.PageSize != ps {
+		return PageSet{}, fmt.Errorf("page set: union of %d-byte and %d-byte pages", ps, o.PageSize)
+	}
+	out := PageSet{PageSize: ps, Extents: slices.Clone(s.Extents)}
+	for _, es := range [][]Extent{s.Extents, o.Extents} {
+		for _, e := range es {
+			if e.Start+e.Pages < e.Start {
+				return PageSet{}, fmt.Errorf("page set: extent %d+%d overflows", e.Start, e.Pages)
+			}
+		}
+	}
+	covered := mergeExtents(s.Extents, 0) // sorted, disjoint, not touching
+	for _, e := range o.Extents {
+		if e.Pages == 0 {
+			continue
+		}
+		for _, r := range subtractExtents(covered, e) {
+			if n := len(out.Extents); n > 0 && out.Extents[n-1].Start+out.Extents[n-1].Pages == r.Start {
+				out.Extents[n-1].Pages += r.Pages
+				continue
+			}
+			out.Extents = append(out.Extents, r)
+		}
+		covered = insertExtent(covered, e)
+	}
+	return out, nil
+}
+
+// subtractExtents returns the runs of e not in covered (sorted, disjoint),
+// in address order.
+func subtractExtents(covered []Extent, e Extent) []Extent {
+	var out []Extent
+	cur, end := e.Start, e.Start+e.Pages
+	i, _ := slices.BinarySearchFunc(covered, cur, func(c Extent, p uint64) int {
+		if c.Start+c.Pages <= p {
+			return -1
+		}
+		return 1
+	})
+	for ; i < len(covered) && covered[i].Start < end; i++ {
+		if covered[i].Start > cur {
+			out = append(out, Extent{Start: cur, Pages: covered[i].Start - cur})
+		}
+		cur = max(cur, covered[i].Start+covered[i].Pages)
+	}
+	if cur < end {
+		out = append(out, Extent{Start: cur, Pages: end - cur})
+	}
+	return out
+}
+
+// insertExtent adds e to covered (sorted, disjoint, not touching), merging
+// the extents it overlaps or touches.
+func insertExtent(covered []Extent, e Extent) []Extent {
+	start, end := e.Start, e.Start+e.Pages
+	// i: the first extent that ends at or after start; j: the first that
+	// starts after end.
+	i, _ := slices.BinarySearchFunc(covered, start, func(c Extent, p uint64) int {
+		if c.Start+c.Pages < p {
+			return -1
+		}
+		return 1
+	})
+	j := i
+	for ; j < len(covered) && covered[j].Start <= end; j++ {
+		start = min(start, covered[j].Start)
+		end = max(end, covered[j].Start+covered[j].Pages)
+	}
+	return slices.Replace(covered, i, j, Extent{Start: start, Pages: end - start})
+}
+
 // validate checks the set against a memory file of size bytes.
 func (s PageSet) validate(size int64) error {
 	if s.PageSize <= 0 || s.PageSize&(s.PageSize-1) != 0 {

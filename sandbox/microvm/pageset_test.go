@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,55 @@ func TestExtents(t *testing.T) {
 	merged := mergeExtents([]Extent{{20, 2}, {1, 3}, {5, 1}, {2, 1}}, 1)
 	if want := []Extent{{1, 5}, {20, 2}}; !reflect.DeepEqual(merged, want) {
 		t.Fatalf("mergeExtents = %v, want %v", merged, want)
+	}
+}
+
+func TestPageSet_Union(t *testing.T) {
+	set := func(ps int, es ...Extent) PageSet { return PageSet{PageSize: ps, Extents: es} }
+	tests := []struct {
+		name    string
+		s, o    PageSet
+		want    PageSet
+		wantErr bool
+	}{
+		{"both empty", set(4096), set(4096), set(4096), false},
+		{"empty takes the page size", set(0), set(4096, Extent{5, 2}), set(4096, Extent{5, 2}), false},
+		{"nothing to add", set(4096, Extent{5, 2}), set(0), set(4096, Extent{5, 2}), false},
+		{"disjoint, s's order first", set(4096, Extent{50, 2}, Extent{10, 1}), set(4096, Extent{30, 1}, Extent{0, 2}),
+			set(4096, Extent{50, 2}, Extent{10, 1}, Extent{30, 1}, Extent{0, 2}), false},
+		{"contained adds nothing", set(4096, Extent{10, 10}), set(4096, Extent{12, 3}), set(4096, Extent{10, 10}), false},
+		{"overlaps add the difference", set(4096, Extent{10, 5}, Extent{20, 5}), set(4096, Extent{8, 20}),
+			set(4096, Extent{10, 5}, Extent{20, 5}, Extent{8, 2}, Extent{15, 5}, Extent{25, 3}), false},
+		{"touching runs join", set(4096, Extent{10, 5}), set(4096, Extent{15, 5}), set(4096, Extent{10, 10}), false},
+		{"o overlapping itself", set(4096), set(4096, Extent{0, 4}, Extent{2, 4}, Extent{1, 1}),
+			set(4096, Extent{0, 6}), false},
+		{"zero-page extents of o are dropped", set(4096, Extent{1, 1}), set(4096, Extent{7, 0}), set(4096, Extent{1, 1}), false},
+		{"page sizes differ", set(4096, Extent{1, 1}), set(2<<20, Extent{1, 1}), PageSet{}, true},
+		{"overflow", set(4096), set(4096, Extent{^uint64(0), 2}), PageSet{}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.s.Union(tc.o)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Union error = %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			if got.PageSize != tc.want.PageSize || !slices.Equal(got.Extents, tc.want.Extents) {
+				t.Fatalf("Union = %+v, want %+v", got, tc.want)
+			}
+			// The union covers exactly the pages of both.
+			pages := map[uint64]bool{}
+			for _, e := range append(slices.Clone(tc.s.Extents), tc.o.Extents...) {
+				for p := e.Start; p < e.Start+e.Pages; p++ {
+					pages[p] = true
+				}
+			}
+			if got.Pages() != uint64(len(pages)) {
+				t.Errorf("union has %d pages, the sets %d distinct ones", got.Pages(), len(pages))
+			}
+		})
 	}
 }
 
