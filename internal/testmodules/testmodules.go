@@ -28,6 +28,8 @@ var (
 	BadInit []byte // a reactor whose _initialize traps
 	//go:embed spinreactor.wasm
 	SpinReactor []byte // a reactor whose handler spins forever
+	//go:embed scribble.wasm
+	Scribble []byte // a reactor that writes 2 MiB per request; exits 1 if it sees a previous request's bytes
 	//go:embed uninstrumentable.wasm
 	Uninstrumentable []byte // spins forever; exports "kindling:interrupt" itself
 	//go:embed garbage.wasm

@@ -91,6 +91,26 @@ func TestSnapshot_WATReactor(t *testing.T) {
 	}
 }
 
+// An instance that wrote more than the reset copies back (2 MiB) is reset
+// by mapping the image again; every request still sees the snapshot's
+// zeros, on pooled instances, concurrently.
+func TestSnapshot_LargeWritesReset(t *testing.T) {
+	d := newDriver(t)
+	p, err := d.Prepare(context.Background(), sandboxtest.Spec("scribble", testmodules.Scribble, 16), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	if m := startMode(t, p); m != wasm.ModeSnapshot {
+		t.Fatalf("start mode %s, want snapshot", m)
+	}
+	for i, got := range invokeN(t, p, 40, 4, func(int) string { return "" }, nil) {
+		if got != "" {
+			t.Fatalf("request %d: %s (a previous request's bytes showed through)", i, got)
+		}
+	}
+}
+
 func snapshotImage(t *testing.T, cacheDir string) []byte {
 	t.Helper()
 	images, _ := filepath.Glob(filepath.Join(cacheDir, "snapshots", "*", "memory"))
