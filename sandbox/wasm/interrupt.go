@@ -15,10 +15,13 @@ import (
 // program is a compiled module and the runtime it was compiled in.
 //
 // kindling stops a guest at its deadline in one of two ways. A module it
-// can instrument (wasmbin.WithInterrupt: a flag checked at the head of
-// every loop) runs in the Driver's main runtime, and callGuest raises the
-// flag when the context ends; the check costs a load and a branch per loop
-// iteration. A module it cannot instrument runs in a second runtime built
+// can instrument (wasmbin.WithInterrupt: a countdown at the head of every
+// loop that, every wasmbin.YieldEvery iterations, yields to Go and checks
+// a flag) runs in the Driver's main runtime, and callGuest raises the flag
+// when the context ends. The yield is what lets the Go scheduler and
+// garbage collector stop the goroutine; without it a spinning guest would
+// stall every collection, and the deadline's own goroutine with it. A
+// module it cannot instrument runs in a second runtime built
 // WithCloseOnContextDone, where wazero's compiled code leaves for Go at
 // every loop iteration to ask whether the module was closed: correct, and
 // 2.5–5.5× slower on compute-bound code.
@@ -61,8 +64,8 @@ func (d *Driver) compileProgram(ctx context.Context, bin []byte) (*program, erro
 }
 
 // callGuest calls fn of mod and, for an instrumented module, raises its
-// interrupt flag when ctx ends so that the guest traps at its next loop
-// iteration; the error then wraps ctx's. (A module in the closing runtime
+// interrupt flag when ctx ends so that the guest traps at its next yield;
+// the error then wraps ctx's. (A module in the closing runtime
 // is stopped by wazero itself.)
 func callGuest(ctx context.Context, mod api.Module, fn api.Function, params ...uint64) ([]uint64, error) {
 	flag, ok := mod.ExportedGlobal(wasmbin.InterruptExport).(api.MutableGlobal)

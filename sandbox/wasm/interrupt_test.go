@@ -3,6 +3,8 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -92,5 +94,69 @@ func TestInstrumentedModuleRunsUnchanged(t *testing.T) {
 	}
 	if !bytes.Equal(out.Bytes(), body) {
 		t.Fatalf("echo returned %d bytes, want %d", out.Len(), len(body))
+	}
+}
+
+// Compiled guest code cannot be preempted, so a guest that never left it
+// would stall the garbage collector's stop-the-world phases, and the whole
+// process with them (GC waits for the guest; the deadline that would stop
+// the guest waits for the GC). The instrumented guest yields every
+// wasmbin.YieldEvery iterations: a collection finishes while it spins,
+// with no deadline to stop it, and the guest is then cancelled.
+func TestSpinningGuestLetsGCRun(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bin  []byte
+	}{
+		{"command", testmodules.Loop},
+		{"reactor", testmodules.SpinReactor},
+		{"uninstrumentable", testmodules.Uninstrumentable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			d, err := New(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close(ctx)
+			p, err := d.Prepare(ctx, sandbox.BytesSpec(tc.name, tc.bin, 16), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close(ctx)
+			inst, err := p.Start(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer inst.Close(ctx)
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			returned := make(chan error, 1)
+			go func() {
+				_, err := inst.Invoke(cctx, &sandbox.Request{Stdout: io.Discard})
+				returned <- err
+			}()
+			// Collect several times while the guest spins (at least one
+			// collection overlaps it: the guest runs until cancelled).
+			collected := make(chan struct{})
+			go func() {
+				for i := 0; i < 5; i++ {
+					time.Sleep(10 * time.Millisecond)
+					runtime.GC()
+				}
+				close(collected)
+			}()
+			select {
+			case <-collected:
+			case err := <-returned:
+				t.Fatalf("guest returned before it was cancelled: %v", err)
+			case <-time.After(time.Minute):
+				t.Fatal("garbage collection stalled behind a spinning guest")
+			}
+			cancel()
+			if err := <-returned; err == nil {
+				t.Fatal("cancelled guest returned no error")
+			}
+		})
 	}
 }

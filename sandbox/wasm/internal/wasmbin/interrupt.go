@@ -7,30 +7,57 @@ import (
 
 // InterruptExport names the global that WithInterrupt adds and exports: a
 // mutable i32, zero at instantiation. Set to anything else, it makes the
-// instance trap (unreachable) at the head of the next loop iteration it
-// runs, which is how the host stops a guest that runs past its deadline.
+// instance trap (unreachable) at its next yield (see WithInterrupt), which
+// is how the host stops a guest that runs past its deadline.
 const InterruptExport = "kindling:interrupt"
+
+// YieldEvery is how many loop iterations an instrumented guest runs
+// between two yields to the host.
+const YieldEvery = 1 << 14
 
 // Section and opcode numbers the instrumentation needs.
 const (
-	secCode = 10
+	secMemory = 5
+	secCode   = 10
 
 	opUnreachable = 0x00
 	opLoop        = 0x03
 	opIf          = 0x04
 	opEnd         = 0x0B
+	opDrop        = 0x1A
 	opGlobalGet   = 0x23
+	opGlobalSet   = 0x24
+	opMemoryGrow  = 0x40
+	opI32Const    = 0x41
+	opI32Eqz      = 0x45
+	opI32Sub      = 0x6B
 	blockEmpty    = 0x40
 )
 
-// WithInterrupt returns the module with an interrupt check at the head of
-// every loop: `global.get $interrupt; if; unreachable; end`. Every
-// unbounded execution in WebAssembly goes round a loop (recursion ends in
-// a stack overflow), so a guest checks the flag at least once per
-// iteration of anything that runs long — a load and a branch, where
-// wazero's own context checking leaves the compiled code for Go at every
-// iteration. Custom sections holding DWARF are dropped: they address the
-// code by offsets the insertion changes.
+// WithInterrupt returns the module with a countdown at the head of every
+// loop. Every unbounded execution in WebAssembly goes round a loop
+// (recursion ends in a stack overflow), so counting loop iterations bounds
+// the time between two visits to the slow path, taken once every
+// YieldEvery iterations:
+//
+//	global.get $count; i32.eqz
+//	if
+//	  i32.const YieldEvery; global.set $count
+//	  i32.const 0; memory.grow; drop        ;; the yield
+//	  global.get $interrupt; if; unreachable; end
+//	end
+//	global.get $count; i32.const 1; i32.sub; global.set $count
+//
+// The yield matters as much as the flag. Compiled guest code holds its
+// goroutine's P and cannot be preempted, so a guest that never left it
+// would stall every stop-the-world phase of the Go garbage collector —
+// and with it the goroutine that was to raise the flag. memory.grow by
+// zero pages is an instruction wazero always implements by a call into
+// Go, where the scheduler can stop the goroutine; the fast path is a
+// load, a store and a branch, where wazero's own context checking leaves
+// the compiled code for Go at every iteration. The module must have a
+// memory for that instruction. Custom sections holding DWARF are dropped:
+// they address the code by offsets the insertion changes.
 //
 // The decoder knows the instructions of WebAssembly 2.0 plus threads; a
 // body with anything else (exception handling, tail calls, typed function
@@ -39,14 +66,28 @@ func (m *Module) WithInterrupt() ([]byte, error) {
 	if m.Exports[InterruptExport] {
 		return nil, fmt.Errorf("already exports %q: %w", InterruptExport, ErrUnsupported)
 	}
-	idx := m.importedGlobals + m.definedGlobals
-	check := append([]byte{opGlobalGet}, uleb(uint64(idx))...)
-	check = append(check, opIf, blockEmpty, opUnreachable, opEnd)
+	if !m.hasMemory {
+		return nil, fmt.Errorf("has no memory to yield with: %w", ErrUnsupported)
+	}
+	flag := uleb(uint64(m.importedGlobals + m.definedGlobals))
+	count := uleb(uint64(m.importedGlobals + m.definedGlobals + 1))
+	every := append([]byte{opI32Const}, sleb32(YieldEvery)...)
 
-	global := []byte{0x7F, 0x01, 0x41, 0x00, opEnd} // mutable i32 = i32.const 0
+	var check []byte
+	check = append(append(append(check, opGlobalGet), count...), opI32Eqz, opIf, blockEmpty)
+	check = append(append(append(check, every...), opGlobalSet), count...)
+	check = append(check, opI32Const, 0, opMemoryGrow, 0, opDrop)
+	check = append(append(append(check, opGlobalGet), flag...), opIf, blockEmpty, opUnreachable, opEnd)
+	check = append(check, opEnd)
+	check = append(append(append(check, opGlobalGet), count...), opI32Const, 1, opI32Sub, opGlobalSet)
+	check = append(check, count...)
+
+	// Two mutable i32 globals: the flag (0) and the countdown.
+	globals := []byte{0x7F, 0x01, opI32Const, 0x00, opEnd}
+	globals = append(append(append(globals, 0x7F, 0x01), every...), opEnd)
 	export := append(uleb(uint64(len(InterruptExport))), InterruptExport...)
 	export = append(export, exportGlob)
-	export = append(export, uleb(uint64(idx))...)
+	export = append(export, flag...)
 
 	var out bytes.Buffer
 	out.WriteString("\x00asm\x01\x00\x00\x00")
@@ -55,7 +96,7 @@ func (m *Module) WithInterrupt() ([]byte, error) {
 	// that must follow them.
 	ensure := func(next byte) {
 		if !wroteGlobal && order(next) > order(secGlobal) {
-			writeSection(&out, section{id: secGlobal, body: append([]byte{1}, global...)})
+			writeSection(&out, section{id: secGlobal, body: append([]byte{2}, globals...)})
 			wroteGlobal = true
 		}
 		if !wroteExport && order(next) > order(secExport) {
@@ -75,10 +116,10 @@ func (m *Module) WithInterrupt() ([]byte, error) {
 		var err error
 		switch s.id {
 		case secGlobal:
-			s.body, err = appendToVector(s.body, global)
+			s.body, err = appendToVector(s.body, 2, globals)
 			wroteGlobal = true
 		case secExport:
-			s.body, err = appendToVector(s.body, export)
+			s.body, err = appendToVector(s.body, 1, export)
 			wroteExport = true
 		case secCode:
 			s.body, err = instrumentCode(s.body, check)
@@ -99,16 +140,16 @@ func isDebugSection(body []byte) bool {
 	return r.err == nil && bytes.HasPrefix(name, []byte(".debug_"))
 }
 
-// appendToVector adds one encoded element to a section that is a vector.
-func appendToVector(body, elem []byte) ([]byte, error) {
+// appendToVector adds n encoded elements to a section that is a vector.
+func appendToVector(body []byte, n uint64, elems []byte) ([]byte, error) {
 	r := &reader{b: body}
-	n := r.u32()
+	had := r.u32()
 	if r.err != nil {
 		return nil, r.err
 	}
-	out := uleb(uint64(n) + 1)
+	out := uleb(uint64(had) + n)
 	out = append(out, body[r.off:]...)
-	return append(out, elem...), nil
+	return append(out, elems...), nil
 }
 
 // instrumentCode inserts check after the block type of every loop of every

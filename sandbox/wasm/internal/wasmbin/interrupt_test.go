@@ -17,13 +17,17 @@ import (
 // module wraps one function body (without locals) in a minimal module:
 // one type () -> (), one function, one memory, no imports, so the
 // interrupt flag is global 0.
-func module(body []byte) []byte {
+func module(body []byte) []byte { return moduleWithMemory(body, true) }
+
+func moduleWithMemory(body []byte, memory bool) []byte {
 	code := append([]byte{0}, body...) // no locals
 	var b bytes.Buffer
 	b.WriteString("\x00asm\x01\x00\x00\x00")
 	writeSection(&b, section{id: 1, body: []byte{1, 0x60, 0, 0}})
 	writeSection(&b, section{id: 3, body: []byte{1, 0}})
-	writeSection(&b, section{id: 5, body: []byte{1, 0, 1}})
+	if memory {
+		writeSection(&b, section{id: 5, body: []byte{1, 0, 1}})
+	}
 	writeSection(&b, section{id: secCode, body: append(append([]byte{1}, uleb(uint64(len(code)))...), code...)})
 	return b.Bytes()
 }
@@ -51,7 +55,16 @@ func TestWithInterrupt_Bodies(t *testing.T) {
 	ctx := context.Background()
 	rt := wazero.NewRuntime(ctx)
 	defer rt.Close(ctx)
-	check := []byte{opGlobalGet, 0, opIf, blockEmpty, opUnreachable, opEnd}
+	// The flag is global 0 and the countdown global 1 (YieldEvery = 1<<14
+	// is 0x80 0x80 0x01 in signed LEB128).
+	check := []byte{
+		0x23, 1, 0x45, 0x04, 0x40, // global.get 1; i32.eqz; if
+		0x41, 0x80, 0x80, 0x01, 0x24, 1, // i32.const 16384; global.set 1
+		0x41, 0, 0x40, 0, 0x1A, // i32.const 0; memory.grow 0; drop
+		0x23, 0, 0x04, 0x40, 0x00, 0x0B, // global.get 0; if; unreachable; end
+		0x0B,                            // end
+		0x23, 1, 0x41, 1, 0x6B, 0x24, 1, // global.get 1; i32.const 1; i32.sub; global.set 1
+	}
 	withCheck := func(parts ...[]byte) []byte { return bytes.Join(parts, check) }
 	threes := bytes.Repeat([]byte{3}, 16)
 	for _, tc := range []struct {
@@ -114,6 +127,14 @@ func TestWithInterrupt_Unsupported(t *testing.T) {
 		} else if name != "truncated const" && !errors.Is(err, ErrUnsupported) {
 			t.Errorf("%s: %v, want ErrUnsupported", name, err)
 		}
+	}
+	// Without a memory there is no memory.grow to yield with.
+	m, err := Parse(moduleWithMemory([]byte{0x03, 0x40, 0x0B, 0x0B}, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.WithInterrupt(); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("module without memory: %v, want ErrUnsupported", err)
 	}
 }
 

@@ -66,6 +66,8 @@ type Module struct {
 	Data            []Segment
 	importedGlobals uint32
 	definedGlobals  uint32
+	// hasMemory is true when the module imports or defines a memory.
+	hasMemory bool
 }
 
 // Segment is a data segment.
@@ -110,6 +112,8 @@ func Parse(bin []byte) (*Module, error) {
 			err = m.readExports(s.body)
 		case secData:
 			m.Data, err = readData(s.body)
+		case secMemory:
+			m.hasMemory = len(s.body) > 0 && s.body[0] != 0
 		}
 		if err != nil {
 			return nil, err
@@ -132,6 +136,7 @@ func (m *Module) readImports(b []byte) error {
 			r.limits()
 		case importMem:
 			r.limits()
+			m.hasMemory = true
 		case importGlob:
 			r.byte()
 			if r.byte() == 1 {
@@ -376,6 +381,19 @@ func uleb(v uint64) []byte {
 		if v == 0 {
 			return b
 		}
+	}
+}
+
+// sleb32 encodes v as a signed LEB128 (an i32.const immediate).
+func sleb32(v int32) []byte {
+	var b []byte
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
 	}
 }
 
