@@ -3,7 +3,8 @@
 // speaks to it. The agent signals readiness once, then serves invocations
 // one at a time under the function contract (docs/contract.md): it runs the
 // function as a process with the request's environment, feeds it the body
-// on stdin, and returns its stdout, stderr and exit code.
+// on stdin, and returns its stdout, stderr and exit code. As a sandbox's
+// PID 1 it also reaps the orphans functions leave (Reaper).
 //
 // The protocol runs over any byte stream (a unix socket, a virtio-serial
 // port). After connecting, the agent writes the single byte Ready. Then
@@ -20,7 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -138,12 +142,17 @@ func Serve(ctx context.Context, conn io.ReadWriter, run Runner) error {
 	}
 }
 
-// Exec runs the function as a new process per request.
+// Exec runs the function as a new process per request, in a process
+// group of its own.
 type Exec struct {
 	Path string   // the function's executable
 	Args []string // arguments before the request's
 	Env  []string // environment before the request's
 	Dir  string
+	// Reaper, when set, starts the function's processes and delivers
+	// their exit statuses: the agent is PID 1 or a subreaper and reaps
+	// every child, orphans included. Nil waits for each process itself.
+	Reaper *Reaper
 }
 
 // Run implements Runner.
@@ -153,28 +162,148 @@ func (e *Exec) Run(ctx context.Context, req *Request) *Response {
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
 		defer cancel()
 	}
-	cmd := exec.CommandContext(ctx, e.Path, append(append([]string(nil), e.Args...), req.Args...)...)
-	cmd.Env = append(append([]string(nil), e.Env...), req.Env...)
-	cmd.Dir = e.Dir
-	cmd.Stdin = bytes.NewReader(req.Stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// Kill the whole process group on timeout: a function's children too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	err := cmd.Run()
-	resp := &Response{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
-	var ee *exec.ExitError
+	ws, stdout, stderr, err := e.run(ctx, req)
+	resp := &Response{Stdout: stdout, Stderr: stderr}
 	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		resp.ExitCode = ee.ExitCode()
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			resp.ExitCode, resp.Signal = -1, ws.Signal().String()
-		}
-		resp.TimedOut = ctx.Err() != nil
-	default:
+	case err != nil:
 		resp.ExitCode, resp.Error = -1, err.Error()
+	case ws.Signaled():
+		resp.ExitCode, resp.Signal = -1, ws.Signal().String()
+		resp.TimedOut = ctx.Err() != nil
+	case ws.ExitStatus() != 0:
+		resp.ExitCode = ws.ExitStatus()
+		resp.TimedOut = ctx.Err() != nil
 	}
 	return resp
+}
+
+// run starts the function, feeds it the request's body, collects its
+// output until both pipes close, and returns its wait status. At ctx's end
+// it kills the function's whole process group: its children too.
+func (e *Exec) run(ctx context.Context, req *Request) (syscall.WaitStatus, []byte, []byte, error) {
+	path := e.Path
+	if !strings.Contains(path, "/") {
+		lp, err := exec.LookPath(path)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		path = lp
+	}
+	var files [3][2]*os.File // stdin, stdout, stderr: read and write ends
+	defer func() {
+		for _, f := range files {
+			for _, end := range f {
+				if end != nil {
+					end.Close()
+				}
+			}
+		}
+	}()
+	for i := range files {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		files[i] = [2]*os.File{r, w}
+	}
+	attr := &os.ProcAttr{
+		Dir:   e.Dir,
+		Env:   dedupEnv(append(append([]string(nil), e.Env...), req.Env...)),
+		Files: []*os.File{files[0][0], files[1][1], files[2][1]},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	argv := append(append([]string{e.Path}, e.Args...), req.Args...)
+	var (
+		p      *os.Process
+		status <-chan syscall.WaitStatus
+		err    error
+	)
+	if e.Reaper != nil {
+		p, status, err = e.Reaper.Start(path, argv, attr)
+	} else {
+		p, err = os.StartProcess(path, argv, attr)
+	}
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	// The child's ends belong to the child now.
+	for _, end := range []**os.File{&files[0][0], &files[1][1], &files[2][1]} {
+		(*end).Close()
+		*end = nil
+	}
+	pid := p.Pid
+	stop := context.AfterFunc(ctx, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+	defer stop()
+
+	stdin := files[0][1]
+	files[0][1] = nil
+	go func() {
+		// A function that does not read its body gets EPIPE here: not an error.
+		_, _ = stdin.Write(req.Stdin)
+		stdin.Close()
+	}()
+	var stdout, stderr bytes.Buffer
+	copied := make(chan struct{}, 2)
+	for i, buf := range []*bytes.Buffer{&stdout, &stderr} {
+		r := files[i+1][0]
+		go func() {
+			_, _ = buf.ReadFrom(r)
+			copied <- struct{}{}
+		}()
+	}
+
+	var ws syscall.WaitStatus
+	if status != nil {
+		ws = <-status
+		p.Release()
+	} else {
+		st, err := p.Wait()
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		ws = st.Sys().(syscall.WaitStatus)
+	}
+	// The output ends when every process holding the pipes (a child the
+	// function left behind, too) has closed them. At ctx's end the group
+	// is killed, which closes them, unless a process left the group
+	// (setsid): after outputGrace the agent stops reading.
+	outputDone := make(chan struct{})
+	go func() {
+		<-copied
+		<-copied
+		close(outputDone)
+	}()
+	select {
+	case <-outputDone:
+	case <-ctx.Done():
+		select {
+		case <-outputDone:
+		case <-time.After(outputGrace):
+			files[1][0].Close()
+			files[2][0].Close()
+			<-outputDone
+		}
+	}
+	return ws, stdout.Bytes(), stderr.Bytes(), nil
+}
+
+// outputGrace is how long past a request's deadline the agent keeps
+// reading output held open by processes outside the function's group.
+const outputGrace = 100 * time.Millisecond
+
+// dedupEnv keeps the last of each variable's values, as os/exec does: the
+// request's environment overrides the function's.
+func dedupEnv(env []string) []string {
+	seen := make(map[string]bool, len(env))
+	out := make([]string, 0, len(env))
+	for i := len(env) - 1; i >= 0; i-- {
+		k, _, _ := strings.Cut(env[i], "=")
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, env[i])
+	}
+	slices.Reverse(out)
+	return out
 }

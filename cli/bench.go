@@ -105,7 +105,7 @@ and wasmtime (in builds with -tags wasmtime).`,
 		}
 	}
 	f.StringVar(&workloadList, "workloads", "all", "workloads to run: all, or a comma-separated list")
-	f.StringSliceVar(&sandboxes, "sandbox", []string{"wasm"}, "sandboxes to measure: wasm; shim (the CRI table: kindling shim vs runc in a private containerd); microvm (cold boot vs template restore vs prefetch)")
+	f.StringSliceVar(&sandboxes, "sandbox", []string{"wasm"}, "sandboxes to measure: wasm; shim (the CRI table: kindling shim vs runc in a private containerd); microvm (cold boot vs template restore vs prefetch); oci (kindling's container cold start on runc and crun vs bare runc run, crun run and ctr run --rm, and its warm invoke; needs root; default workloads hello-world,json)")
 	f.StringSliceVar(&modes, "modes", []string{string(bench.Cold), string(bench.Cached), string(bench.Warm)}, "modes to measure each sandbox in")
 	f.StringSliceVar(&peers, "peers", nil, "peer engines to compare with, or none (default: every peer of this build; known: "+strings.Join(known, ", ")+")")
 	f.IntVar(&runs, "runs", bench.DefaultRuns(bench.Warm), "measured runs per workload of warm columns and peers")

@@ -9,12 +9,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kindling-dev/kindling/sandbox/microvm"
+	"github.com/kindling-dev/kindling/sandbox/oci"
+	"github.com/kindling-dev/kindling/sandbox/oci/ocibench"
 	"github.com/kindling-dev/kindling/shim/shimbench"
 )
 
 // benchOthers runs the benchmarks whose tables have a shape of their own:
-// the CRI table of the containerd shim (seed 000) and the microVM's boot vs
-// restore vs prefetch table. It returns the sandboxes it did not handle.
+// the CRI table of the containerd shim (seed 000), the microVM's boot vs
+// restore vs prefetch table and the oci sandbox's cold start beside bare
+// runc, crun and ctr. It returns the sandboxes it did not handle.
 func benchOthers(cmd *cobra.Command, sandboxes, workloads []string, runs int) ([]string, error) {
 	var rest []string
 	out, progress := cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -46,6 +49,16 @@ func benchOthers(cmd *cobra.Command, sandboxes, workloads []string, runs int) ([
 				return nil, fmt.Errorf("bench microvm: %w", err)
 			}
 			if err := t.Format(out); err != nil {
+				return nil, err
+			}
+		case oci.RuntimeName:
+			fmt.Fprintln(progress, "oci: kindling oci (runc, crun) vs bare runc/crun run vs ctr run --rm in a private containerd, same image and command")
+			names := slices.DeleteFunc(slices.Clone(workloads), func(w string) bool { return w == "all" })
+			t, err := ocibench.Run(cmd.Context(), ocibench.Options{Runs: runs, Names: names, Progress: progress})
+			if err != nil {
+				return nil, fmt.Errorf("bench oci: %w", err)
+			}
+			if err := t.WriteText(out); err != nil {
 				return nil, err
 			}
 		default:

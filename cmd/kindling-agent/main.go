@@ -10,6 +10,12 @@
 // disconnected announces readiness again to each clone restored from it.
 // It writes one line to its stderr (the guest console) when it starts and
 // one each time it waits for the host; the daemon watches for them.
+//
+// As PID 1 (of a container's pid namespace or of a guest), or as a child
+// subreaper with --subreaper, it reaps every child: a function's orphaned
+// descendants are re-parented to it and would otherwise stay zombies. One
+// loop (agent.Reaper) waits for any child and hands the status of each
+// function process to the request that started it.
 package main
 
 import (
@@ -46,11 +52,12 @@ func run(args []string, stderr io.Writer) int {
 	dir := fs.String("dir", "", "working directory of the function")
 	initMode := fs.Bool("init", false, "run as PID 1 of a microVM guest: mount /proc, /sys and /dev, load --modules, wait for --device, serve each host connection in turn")
 	modules := fs.String("modules", "", "with --init: a directory of kernel modules (*.ko) to load in name order")
+	subreaper := fs.Bool("subreaper", false, "become a child subreaper and reap orphaned descendants, as PID 1 always does")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() < 1 || (*connect == "") == (*device == "") || (*initMode && *device == "") {
-		fmt.Fprintln(stderr, "usage: kindling-agent (--connect SOCKET | --device DEV) [--init [--modules DIR]] [--dir DIR] FUNCTION [ARGS...]")
+		fmt.Fprintln(stderr, "usage: kindling-agent (--connect SOCKET | --device DEV) [--init [--modules DIR]] [--subreaper] [--dir DIR] FUNCTION [ARGS...]")
 		return 2
 	}
 	if *initMode {
@@ -59,6 +66,17 @@ func run(args []string, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "kindling-agent: init:", err)
 			return 1
 		}
+	}
+	var reaper *agent.Reaper
+	if os.Getpid() == 1 || *subreaper {
+		if os.Getpid() != 1 {
+			if err := agent.BecomeSubreaper(); err != nil {
+				fmt.Fprintln(stderr, "kindling-agent:", err)
+				return 1
+			}
+		}
+		reaper = agent.NewReaper()
+		defer reaper.Close()
 	}
 	var conn io.ReadWriteCloser
 	var err error
@@ -74,7 +92,7 @@ func run(args []string, stderr io.Writer) int {
 	defer conn.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	runner := &agent.Exec{Path: fs.Arg(0), Args: fs.Args()[1:], Env: os.Environ(), Dir: *dir}
+	runner := &agent.Exec{Path: fs.Arg(0), Args: fs.Args()[1:], Env: os.Environ(), Dir: *dir, Reaper: reaper}
 	if *initMode {
 		return serveEachConnection(ctx, conn, runner, stderr)
 	}

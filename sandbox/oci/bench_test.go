@@ -3,11 +3,7 @@ package oci
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/kindling-dev/kindling/agent"
@@ -54,7 +50,7 @@ func checkHello(b *testing.B, out []byte) {
 // same program in the same kind of bundle (`runc run`: create, start, wait,
 // delete), side by side.
 func BenchmarkColdStart(b *testing.B) {
-	bin, tarball := helloWorld(b)
+	_, tarball := helloWorld(b)
 	for _, rt := range []string{"runc", "crun"} {
 		b.Run(rt, func(b *testing.B) {
 			ocitest.RequireRuntime(b, rt)
@@ -94,18 +90,20 @@ func BenchmarkColdStart(b *testing.B) {
 			}
 			b.Run("kindling", func(b *testing.B) { coldStart(b, false) })
 			b.Run("kindling+close", func(b *testing.B) { coldStart(b, true) })
-			bundle := bareBundle(b, d, p.(*prepared), bin)
+			bare, err := d.NewBareBundle(p, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bare.Close()
 			b.Run("bare-run", func(b *testing.B) {
+				var out bytes.Buffer
 				for i := 0; i < b.N; i++ {
-					cmd := d.rt.command(ctx, "run", "--bundle", bundle, "bare-"+strconv.Itoa(i))
-					out, err := cmd.Output()
-					if err != nil {
-						b.Fatalf("%s run: %v: %s", rt, err, out)
-					}
-					if i == 0 {
-						checkHello(b, out)
+					out.Reset()
+					if err := bare.Run(ctx, &out, nil); err != nil {
+						b.Fatal(err)
 					}
 				}
+				checkHello(b, out.Bytes())
 			})
 		})
 	}
@@ -172,36 +170,4 @@ func benchDriver(b *testing.B, rt string) *Driver {
 		os.RemoveAll(root)
 	})
 	return d
-}
-
-// bareBundle makes a bundle that runs bin as the container's process, with
-// the same root file system (the image's layers under an overlay), limits
-// and namespaces as kindling's instances, but no agent.
-func bareBundle(b *testing.B, d *Driver, p *prepared, bin string) string {
-	b.Helper()
-	bundle := filepath.Join(d.root, "bare")
-	for _, dir := range []string{"rootfs", "upper", "work"} {
-		if err := os.MkdirAll(filepath.Join(bundle, dir), 0o755); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := mountOverlay(filepath.Join(bundle, "rootfs"), p.lowers, filepath.Join(bundle, "upper"), filepath.Join(bundle, "work")); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { unmount(filepath.Join(bundle, "rootfs")) })
-	s := *p.tmpl
-	proc := *s.Process
-	proc.Args = []string{"/" + filepath.Base(bin)}
-	s.Process = &proc
-	linux := *s.Linux
-	linux.CgroupsPath = d.cgParent + "/bare"
-	s.Linux = &linux
-	config, err := json.Marshal(&s)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), config, 0o600); err != nil {
-		b.Fatal(fmt.Errorf("write bundle: %w", err))
-	}
-	return bundle
 }
