@@ -39,7 +39,11 @@ and wasmtime (in builds with -tags wasmtime).`,
 			ctx := cmd.Context()
 			stderr := cmd.ErrOrStderr()
 			var err error
-			if sandboxes, err = benchOthers(cmd, sandboxes, strings.Split(workloadList, ","), runs); err != nil {
+			ociMemory := 0 // the oci table's own default
+			if cmd.Flags().Changed("memory") {
+				ociMemory = memory
+			}
+			if sandboxes, err = benchOthers(cmd, sandboxes, strings.Split(workloadList, ","), runs, ociMemory); err != nil {
 				return err
 			}
 			if len(sandboxes) == 0 {
@@ -114,7 +118,7 @@ and wasmtime (in builds with -tags wasmtime).`,
 	f.StringVar(&jsonOut, "json", "", "also write the report as JSON to `FILE`")
 	f.StringVar(&htmlOut, "html", "", "also write the report as a self-contained HTML page to `FILE`")
 	f.StringVar(&buildDir, "build-dir", defaultBenchBuildDir(), "`DIR` for the built workloads, reused while their sources are unchanged")
-	f.IntVar(&memory, "memory", 128, "memory limit of every instance, MiB")
+	f.IntVar(&memory, "memory", 128, "memory limit of every instance, MiB (oci: of every container, default 1024, which also sets its CPU quota)")
 	f.DurationVar(&timeout, "timeout", 2*time.Minute, "limit of one run")
 	return cmd
 }

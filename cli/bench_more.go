@@ -17,8 +17,9 @@ import (
 // benchOthers runs the benchmarks whose tables have a shape of their own:
 // the CRI table of the containerd shim (seed 000), the microVM's boot vs
 // restore vs prefetch table and the oci sandbox's cold start beside bare
-// runc, crun and ctr. It returns the sandboxes it did not handle.
-func benchOthers(cmd *cobra.Command, sandboxes, workloads []string, runs int) ([]string, error) {
+// runc, crun and ctr (ociMemory MiB a container; 0, its default). It
+// returns the sandboxes it did not handle.
+func benchOthers(cmd *cobra.Command, sandboxes, workloads []string, runs, ociMemory int) ([]string, error) {
 	var rest []string
 	out, progress := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	for _, sb := range sandboxes {
@@ -54,7 +55,7 @@ func benchOthers(cmd *cobra.Command, sandboxes, workloads []string, runs int) ([
 		case oci.RuntimeName:
 			fmt.Fprintln(progress, "oci: kindling oci (runc, crun) vs bare runc/crun run vs ctr run --rm in a private containerd, same image and command")
 			names := slices.DeleteFunc(slices.Clone(workloads), func(w string) bool { return w == "all" })
-			t, err := ocibench.Run(cmd.Context(), ocibench.Options{Runs: runs, Names: names, Progress: progress})
+			t, err := ocibench.Run(cmd.Context(), ocibench.Options{Runs: runs, Names: names, Progress: progress, MemoryMB: ociMemory})
 			if err != nil {
 				return nil, fmt.Errorf("bench oci: %w", err)
 			}
