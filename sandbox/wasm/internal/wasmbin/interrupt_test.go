@@ -222,3 +222,59 @@ func FuzzWithInterrupt(f *testing.F) {
 		}
 	})
 }
+
+// build assembles a module of functions of type () -> () from their code
+// (locals included), with one memory, exporting the first as "f".
+func build(codes ...[]byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("\x00asm\x01\x00\x00\x00")
+	writeSection(&b, section{id: 1, body: []byte{1, 0x60, 0, 0}})
+	writeSection(&b, section{id: 3, body: append([]byte{byte(len(codes))}, make([]byte, len(codes))...)})
+	writeSection(&b, section{id: 5, body: []byte{1, 0, 1}})
+	writeSection(&b, section{id: 7, body: []byte{1, 1, 'f', 0, 0}})
+	code := []byte{byte(len(codes))}
+	for _, c := range codes {
+		code = append(append(code, uleb(uint64(len(c)))...), c...)
+	}
+	writeSection(&b, section{id: secCode, body: code})
+	return b.Bytes()
+}
+
+// The count is the instance's, not a loop's: f loops 1,000 times (fewer
+// than YieldEvery) calling g, which loops 100 times. Neither loop alone
+// reaches YieldEvery, together they do, so with the flag raised f traps.
+func TestWithInterrupt_CountsAcrossCalls(t *testing.T) {
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	// (local i32) loop [call 1] local.get 0; i32.const 1; i32.add;
+	// local.tee 0; i32.const LIMIT; i32.lt_u; br_if 0 end end
+	loop := func(limit int32, call bool) []byte {
+		b := []byte{1, 1, 0x7F, 0x03, 0x40}
+		if call {
+			b = append(b, 0x10, 1)
+		}
+		b = append(b, 0x20, 0, 0x41, 1, 0x6A, 0x22, 0, 0x41)
+		return append(append(b, sleb32(limit)...), 0x49, 0x0D, 0, 0x0B, 0x0B)
+	}
+	m, err := Parse(build(loop(1000, true), loop(100, false)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.WithInterrupt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := rt.Instantiate(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := mod.ExportedFunction("f")
+	if _, err := f.Call(ctx); err != nil {
+		t.Fatalf("without the flag: %v", err)
+	}
+	mod.ExportedGlobal(InterruptExport).(api.MutableGlobal).Set(1)
+	if _, err := f.Call(ctx); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("with the flag raised: %v, want an unreachable trap at a yield", err)
+	}
+}
