@@ -13,35 +13,46 @@ import (
 	"github.com/kindling-dev/kindling/sandbox"
 )
 
+// spinners are guests that never return: an instrumented command and
+// snapshot reactor, and a module kindling cannot instrument.
+var spinners = []struct {
+	name          string
+	bin           []byte
+	interruptible bool
+}{
+	{"command", testmodules.Loop, true},
+	{"reactor", testmodules.SpinReactor, true},
+	{"uninstrumentable", testmodules.Uninstrumentable, false},
+}
+
+// prepareInternal prepares bin in a new Driver; the test's end closes both.
+func prepareInternal(t *testing.T, name string, bin []byte) *prepared {
+	t.Helper()
+	ctx := context.Background()
+	d, err := New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(ctx) })
+	p, err := d.Prepare(ctx, sandbox.BytesSpec(name, bin, 16), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(ctx) })
+	return p.(*prepared)
+}
+
 // A guest that never returns is stopped at its deadline on both paths: the
 // interrupt flag of an instrumented module (command and snapshot reactor)
 // and wazero closing a module it could not instrument.
 func TestDeadlineStopsGuest(t *testing.T) {
-	for _, tc := range []struct {
-		name          string
-		bin           []byte
-		interruptible bool
-	}{
-		{"command", testmodules.Loop, true},
-		{"reactor", testmodules.SpinReactor, true},
-		{"uninstrumentable", testmodules.Uninstrumentable, false},
-	} {
+	for _, tc := range spinners {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			d, err := New(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close(ctx)
-			p, err := d.Prepare(ctx, sandbox.BytesSpec(tc.name, tc.bin, 16), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close(ctx)
-			pr := p.(*prepared)
-			prog := pr.module
-			if pr.snap != nil {
-				prog = pr.snap.module
+			p := prepareInternal(t, tc.name, tc.bin)
+			prog := p.module
+			if p.snap != nil {
+				prog = p.snap.module
 			}
 			if prog.interruptible != tc.interruptible {
 				t.Fatalf("interruptible = %v, want %v", prog.interruptible, tc.interruptible)
@@ -69,17 +80,8 @@ func TestDeadlineStopsGuest(t *testing.T) {
 // behaves as the original.
 func TestInstrumentedModuleRunsUnchanged(t *testing.T) {
 	ctx := context.Background()
-	d, err := New(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close(ctx)
-	p, err := d.Prepare(ctx, sandbox.BytesSpec("echo", testmodules.Echo, 16), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(ctx)
-	if !p.(*prepared).module.interruptible {
+	p := prepareInternal(t, "echo", testmodules.Echo)
+	if !p.module.interruptible {
 		t.Fatal("echo was not instrumented")
 	}
 	inst, err := p.Start(ctx, nil)
@@ -104,26 +106,10 @@ func TestInstrumentedModuleRunsUnchanged(t *testing.T) {
 // wasmbin.YieldEvery iterations: a collection finishes while it spins,
 // with no deadline to stop it, and the guest is then cancelled.
 func TestSpinningGuestLetsGCRun(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		bin  []byte
-	}{
-		{"command", testmodules.Loop},
-		{"reactor", testmodules.SpinReactor},
-		{"uninstrumentable", testmodules.Uninstrumentable},
-	} {
+	for _, tc := range spinners {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			d, err := New(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close(ctx)
-			p, err := d.Prepare(ctx, sandbox.BytesSpec(tc.name, tc.bin, 16), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close(ctx)
+			p := prepareInternal(t, tc.name, tc.bin)
 			inst, err := p.Start(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
