@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -253,17 +254,25 @@ func newList(g *globals) *cobra.Command {
 }
 
 func newRemove(g *globals) *cobra.Command {
+	return newDeleteCommand("rm NAME...", "Delete functions", "", func(ctx context.Context, name string) error {
+		return g.client().Delete(ctx, name)
+	})
+}
+
+// newDeleteCommand is an "rm" verb (alias "delete") that deletes each
+// argument in turn with del and prints "deleted [noun ]ARG" for each.
+func newDeleteCommand(use, short, noun string, del func(ctx context.Context, arg string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:     "rm NAME...",
+		Use:     use,
 		Aliases: []string{"delete"},
-		Short:   "Delete functions",
+		Short:   short,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, pos []string) error {
-			for _, name := range pos {
-				if err := g.client().Delete(cmd.Context(), name); err != nil {
+			for _, arg := range pos {
+				if err := del(cmd.Context(), arg); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", name)
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s%s\n", noun, arg)
 			}
 			return nil
 		},

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,21 +125,9 @@ func newVMGet(g *globals) *cobra.Command {
 }
 
 func newVMRemove(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm ID...",
-		Aliases: []string{"delete"},
-		Short:   "Destroy VMs",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, pos []string) error {
-			for _, id := range pos {
-				if err := g.client().DeleteVM(cmd.Context(), id); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "deleted vm %s\n", id)
-			}
-			return nil
-		},
-	}
+	return newDeleteCommand("rm ID...", "Destroy VMs", "vm ", func(ctx context.Context, id string) error {
+		return g.client().DeleteVM(ctx, id)
+	})
 }
 
 // invokeFlags are the flags of both invoke verbs.
@@ -296,21 +285,9 @@ func newSnapshotGet(g *globals) *cobra.Command {
 }
 
 func newSnapshotRemove(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm ID...",
-		Aliases: []string{"delete"},
-		Short:   "Delete snapshots (VMs restored from them keep running)",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, pos []string) error {
-			for _, id := range pos {
-				if err := g.client().DeleteSnapshot(cmd.Context(), id); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "deleted snapshot %s\n", id)
-			}
-			return nil
-		},
-	}
+	return newDeleteCommand("rm ID...", "Delete snapshots (VMs restored from them keep running)", "snapshot ", func(ctx context.Context, id string) error {
+		return g.client().DeleteSnapshot(ctx, id)
+	})
 }
 
 func newSnapshotCopy(g *globals) *cobra.Command {
