@@ -4,14 +4,12 @@ import (
 	"context"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/kindling-dev/kindling/daemon"
-	"github.com/kindling-dev/kindling/internal/testmodules"
-	"github.com/kindling-dev/kindling/sandbox/microvm"
+	"github.com/kindling-dev/kindling/sandbox/microvm/microvmtest"
 )
 
 // serveMicroVMDaemon runs a daemon with the microvm sandbox for the test,
@@ -19,25 +17,10 @@ import (
 // guest. It skips the test when the host lacks QEMU or a guest kernel.
 func serveMicroVMDaemon(t *testing.T) (counter string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots VMs; skipped with -short")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("needs qemu-system-x86_64 (Debian package qemu-system-x86)")
-	}
-	if kernels, _ := filepath.Glob("/boot/vmlinuz-*"); len(kernels) == 0 {
-		t.Skip("needs a guest kernel in /boot/vmlinuz-* (Debian package linux-image-amd64)")
-	}
+	microvmtest.SkipUnlessHost(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	agent, err := microvm.BuildAgent(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counter = filepath.Join(dir, "counter")
-	if err := microvm.GoBuildStatic(ctx, testmodules.RepoRoot(t), "./sandbox/microvm/testdata/counter", counter); err != nil {
-		t.Fatal(err)
-	}
+	agent, paths := microvmtest.Build(t, "counter")
+	counter = paths["counter"]
 	d, err := daemon.New(ctx, daemon.Config{DataDir: t.TempDir(), OCIRuntime: "none", MicroVM: true, AgentPath: agent})
 	if err != nil {
 		t.Fatal(err)

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	"github.com/kindling-dev/kindling/internal/testmodules"
 	"github.com/kindling-dev/kindling/phase"
 	"github.com/kindling-dev/kindling/sandbox/microvm"
+	"github.com/kindling-dev/kindling/sandbox/microvm/microvmtest"
 	"github.com/kindling-dev/kindling/server"
 )
 
@@ -29,28 +28,13 @@ import (
 // fixtures of sandbox/microvm/testdata named, built for the guest.
 func startMicroVM(t *testing.T, fixtures ...string) (h *harness, bins map[string][]byte) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots VMs; skipped with -short")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("needs qemu-system-x86_64 (Debian package qemu-system-x86)")
-	}
-	if kernels, _ := filepath.Glob("/boot/vmlinuz-*"); len(kernels) == 0 {
-		t.Skip("needs a guest kernel in /boot/vmlinuz-* (Debian package linux-image-amd64)")
-	}
+	microvmtest.SkipUnlessHost(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	agent, err := microvm.BuildAgent(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	agent, paths := microvmtest.Build(t, fixtures...)
 	bins = map[string][]byte{}
-	for _, name := range fixtures {
-		fn := filepath.Join(dir, name)
-		if err := microvm.GoBuildStatic(ctx, testmodules.RepoRoot(t), "./sandbox/microvm/testdata/"+name, fn); err != nil {
-			t.Fatal(err)
-		}
-		if bins[name], err = os.ReadFile(fn); err != nil {
+	for name, path := range paths {
+		var err error
+		if bins[name], err = os.ReadFile(path); err != nil {
 			t.Fatal(err)
 		}
 	}
