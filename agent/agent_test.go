@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestServeExec(t *testing.T) {
@@ -56,6 +57,17 @@ func testServeExec(t *testing.T, run *Exec) {
 				t.Fatalf("got %+v (stdout %q stderr %q)", resp, resp.Stdout, resp.Stderr)
 			}
 		})
+	}
+}
+
+// A deadline that passed before the function started is reported as a
+// timeout, not as an error of the agent.
+func TestExec_DeadlinePassedBeforeStart(t *testing.T) {
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	resp := (&Exec{Path: "/bin/sh", Args: []string{"-c", "sleep 5"}}).Run(ctx, &Request{})
+	if !resp.TimedOut || resp.Error != "" || resp.Signal == "" {
+		t.Fatalf("got %+v, want a timed-out, killed function", resp)
 	}
 }
 
