@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -83,7 +84,7 @@ func run(args []string, stderr io.Writer) int {
 	if *connect != "" {
 		conn, err = net.Dial("unix", *connect)
 	} else {
-		conn, err = os.OpenFile(*device, os.O_RDWR, 0)
+		conn, err = openPort(*device)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "kindling-agent:", err)
@@ -143,6 +144,21 @@ func setUpGuest(modules, device string) error {
 	}
 }
 
+// openPort opens a virtio-serial port's device. The kernel creates the
+// node before it lists the port, and an open in between fails with ENXIO
+// (virtio_console's open looks the port up by device number), so that
+// error is retried for a while.
+func openPort(device string) (*os.File, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f, err := os.OpenFile(device, os.O_RDWR, 0)
+		if !errors.Is(err, syscall.ENXIO) || time.Now().After(deadline) {
+			return f, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // loadModule loads a kernel module with finit_module(2); one already
 // loaded (or built in) is fine.
 func loadModule(path string) error {
@@ -151,7 +167,14 @@ func loadModule(path string) error {
 		return err
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+	for {
+		// The Go runtime's preemption signals can interrupt the load.
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("load module %s: %w", path, err)
 	}
 	return nil

@@ -116,3 +116,21 @@ func (c *console) tail(n int) string {
 	}
 	return string(bytes.TrimSpace(b))
 }
+
+// lines returns the kept lines that contain s, at most max of them (the
+// last ones): the agent's own lines, which a kernel panic's trace would
+// push out of the tail.
+func (c *console) lines(s string, max int) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, l := range bytes.Split(c.buf, []byte("\n")) {
+		if bytes.Contains(l, []byte(s)) {
+			out = append(out, string(bytes.TrimSpace(l)))
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return out
+}

@@ -223,6 +223,9 @@ func (m *machine) exitError(err error) error {
 	if tail := m.console.tail(1500); tail != "" {
 		err = fmt.Errorf("%w\nguest console:\n%s", err, tail)
 	}
+	if lines := m.console.lines("kindling-agent", 10); len(lines) > 0 {
+		err = fmt.Errorf("%w\nagent lines on the console:\n%s", err, strings.Join(lines, "\n"))
+	}
 	return err
 }
 
