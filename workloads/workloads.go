@@ -78,6 +78,32 @@ func Lookup(name string) (Workload, bool) {
 	return Workload{}, false
 }
 
+// Binary is a workload built as a static linux/amd64 binary, as the
+// benchmarks of the oci and microvm sandboxes run it.
+type Binary struct {
+	Name  string `json:"name"`
+	Path  string `json:"path"`
+	Stdin []byte `json:"-"`
+	// Expected, when set, is the "result" every run must return (see
+	// ParseResult).
+	Expected string `json:"expected,omitempty"`
+}
+
+// BuildLinux builds the named workloads for TargetLinux into outDir, in
+// the order named, each with its expected result at the default size.
+func BuildLinux(ctx context.Context, outDir string, names ...string) ([]Binary, error) {
+	paths, err := Build(ctx, TargetLinux, outDir, names...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Binary, 0, len(names))
+	for _, n := range names {
+		w, _ := Lookup(n)
+		out = append(out, Binary{Name: n, Path: paths[n], Expected: w.Expected})
+	}
+	return out, nil
+}
+
 // Build compiles the named workloads (all of them if names is empty) from
 // source for target, TargetWasm or TargetLinux, into outDir and returns the
 // path of each output by workload name. WebAssembly modules are written as

@@ -18,15 +18,7 @@ import (
 )
 
 // BenchWorkload is one function Bench measures.
-type BenchWorkload struct {
-	Name string `json:"name"`
-	// Path is a static linux/amd64 build of it.
-	Path  string `json:"path"`
-	Stdin []byte `json:"-"`
-	// Expected, when set, is the "result" every run must return (see
-	// workloads.ParseResult).
-	Expected string `json:"expected,omitempty"`
-}
+type BenchWorkload = workloads.Binary
 
 // BuildBenchWorkloads builds the named workloads (default hello-world,
 // json and image) for the guest into dir.
@@ -34,16 +26,11 @@ func BuildBenchWorkloads(ctx context.Context, dir string, names ...string) ([]Be
 	if len(names) == 0 {
 		names = []string{"hello-world", "json", "image"}
 	}
-	paths, err := workloads.Build(ctx, workloads.TargetLinux, dir, names...)
+	ws, err := workloads.BuildLinux(ctx, dir, names...)
 	if err != nil {
 		return nil, fmt.Errorf("microvm: bench: %w", err)
 	}
-	var out []BenchWorkload
-	for _, n := range names {
-		w, _ := workloads.Lookup(n)
-		out = append(out, BenchWorkload{Name: n, Path: paths[n], Expected: w.Expected})
-	}
-	return out, nil
+	return ws, nil
 }
 
 // BenchOptions configure Bench.

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kindling-dev/kindling/workloads"
 )
 
 // fixtureNames are the programs under testdata/, built once per test run.
@@ -55,7 +57,7 @@ func binaries(t testing.TB) string {
 		if buildDir, buildErr = os.MkdirTemp("", "kindling-microvm-bin-"); buildErr != nil {
 			return
 		}
-		if _, buildErr = BuildAgent(ctx, buildDir); buildErr != nil {
+		if _, buildErr = workloads.BuildAgent(ctx, buildDir); buildErr != nil {
 			return
 		}
 		var pkgs []string

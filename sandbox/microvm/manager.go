@@ -41,7 +41,7 @@ type Config struct {
 	// guest needs when they are not built in; by default
 	// /lib/modules/<release of Kernel>.
 	Modules string
-	// Agent is a static linux/amd64 kindling-agent binary (see BuildAgent);
+	// Agent is a static linux/amd64 kindling-agent binary (see workloads.BuildAgent);
 	// by default kindling-agent next to the running executable or on PATH.
 	Agent string
 	// Accel forces an accelerator; by default ProbeAccel chooses KVM when

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/kindling-dev/kindling/internal/testmodules"
-	"github.com/kindling-dev/kindling/sandbox/microvm"
+	"github.com/kindling-dev/kindling/workloads"
 )
 
 // SkipUnlessHost skips t, with the reason, under -short or when the host
@@ -35,14 +35,14 @@ func Build(t testing.TB, fixtures ...string) (agent string, paths map[string]str
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	agent, err := microvm.BuildAgent(ctx, dir)
+	agent, err := workloads.BuildAgent(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	paths = map[string]string{}
 	for _, name := range fixtures {
 		paths[name] = filepath.Join(dir, name)
-		if err := microvm.GoBuildStatic(ctx, testmodules.RepoRoot(t), "./sandbox/microvm/testdata/"+name, paths[name]); err != nil {
+		if err := workloads.BuildStatic(ctx, testmodules.RepoRoot(t), "./sandbox/microvm/testdata/"+name, paths[name]); err != nil {
 			t.Fatal(err)
 		}
 	}

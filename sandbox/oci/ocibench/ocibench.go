@@ -83,15 +83,7 @@ const (
 var DefaultWorkloads = []string{"hello-world", "json"}
 
 // Workload is one function to measure.
-type Workload struct {
-	Name string
-	// Path is a static linux build of it (workloads.Build, TargetLinux).
-	Path  string
-	Stdin []byte
-	// Expected, when set, is the "result" every run must return (see
-	// workloads.ParseResult).
-	Expected string
-}
+type Workload = workloads.Binary
 
 // BuildWorkloads builds the named workloads (default DefaultWorkloads) as
 // static linux binaries into dir.
@@ -99,16 +91,11 @@ func BuildWorkloads(ctx context.Context, dir string, names ...string) ([]Workloa
 	if len(names) == 0 {
 		names = DefaultWorkloads
 	}
-	paths, err := workloads.Build(ctx, workloads.TargetLinux, dir, names...)
+	ws, err := workloads.BuildLinux(ctx, dir, names...)
 	if err != nil {
 		return nil, fmt.Errorf("ocibench: %w", err)
 	}
-	var out []Workload
-	for _, n := range names {
-		w, _ := workloads.Lookup(n)
-		out = append(out, Workload{Name: n, Path: paths[n], Expected: w.Expected})
-	}
-	return out, nil
+	return ws, nil
 }
 
 // Options configure Run.
@@ -168,9 +155,9 @@ func Run(ctx context.Context, opts Options) (*Table, error) {
 	}
 	if b.opts.AgentPath == "" {
 		b.progress("building kindling-agent")
-		p, err := buildAgent(ctx, filepath.Join(b.dir, "build"))
+		p, err := workloads.BuildAgent(ctx, filepath.Join(b.dir, "build"))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("ocibench: %w (or set Options.AgentPath)", err)
 		}
 		b.opts.AgentPath = p
 	}
@@ -657,22 +644,6 @@ func check(w Workload, stdout []byte) error {
 		return fmt.Errorf("result %q, want %q", got, w.Expected)
 	}
 	return nil
-}
-
-// buildAgent builds a static kindling-agent from the module's source.
-func buildAgent(ctx context.Context, dir string) (string, error) {
-	root, err := workloads.RepoRoot(ctx)
-	if err != nil {
-		return "", fmt.Errorf("ocibench: build the agent (or set Options.AgentPath): %w", err)
-	}
-	out := filepath.Join(dir, "kindling-agent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, "./cmd/kindling-agent")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("ocibench: build the agent: %w\n%s", err, b)
-	}
-	return out, nil
 }
 
 // loadAverage is /proc/loadavg's 1, 5 and 15 minute load averages.
