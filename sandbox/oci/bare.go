@@ -48,22 +48,14 @@ func (d *Driver) NewBareBundle(p sandbox.Prepared, argv []string) (*BareBundle, 
 	}
 	b := &BareBundle{d: d, id: "bare-" + newID()}
 	b.dir = filepath.Join(bundlesDir(d.root), b.id)
-	for _, dir := range []string{"rootfs", "upper", "work"} {
-		if err := os.MkdirAll(filepath.Join(b.dir, dir), 0o755); err != nil {
-			return nil, fmt.Errorf("oci: bare bundle: %w", err)
-		}
-	}
-	if err := mountOverlay(b.path("rootfs"), pp.lowers, b.path("upper"), b.path("work")); err != nil {
+	if err := mountRootfs(b.dir, pp.lowers); err != nil {
 		os.RemoveAll(b.dir)
 		return nil, fmt.Errorf("oci: bare bundle: %w", err)
 	}
-	s := *pp.tmpl
+	s := specFor(pp.tmpl, d.cgParent+"/"+b.id)
 	proc := *s.Process
 	proc.Args = argv
 	s.Process = &proc
-	linux := *s.Linux
-	linux.CgroupsPath = d.cgParent + "/" + b.id
-	s.Linux = &linux
 	config, err := json.Marshal(&s)
 	if err == nil {
 		err = os.WriteFile(b.path("config.json"), config, 0o600)

@@ -18,6 +18,19 @@ import (
 	"github.com/kindling-dev/kindling/internal/mountinfo"
 )
 
+// mountRootfs makes a container's root file system in bundle: the
+// directories rootfs, upper and work, and over rootfs an overlay of lowers
+// (top layer first).
+func mountRootfs(bundle string, lowers []string) error {
+	rootfs, upper, work := filepath.Join(bundle, "rootfs"), filepath.Join(bundle, "upper"), filepath.Join(bundle, "work")
+	for _, dir := range []string{rootfs, upper, work} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return mountOverlay(rootfs, lowers, upper, work)
+}
+
 // mountOverlay mounts an overlay at target: lowers (top layer first) read
 // only, upper and work for the instance's own changes.
 func mountOverlay(target string, lowers []string, upper, work string) error {

@@ -81,13 +81,11 @@ func (p *prepared) Start(ctx context.Context, rec *phase.Recorder) (sandbox.Inst
 func (i *instance) start(ctx context.Context, rec *phase.Recorder) error {
 	d := i.p.d
 	t := time.Now()
-	rootfs, upper, work, agentHost := i.path("rootfs"), i.path("upper"), i.path("work"), i.path("k")
-	for _, dir := range []string{rootfs, upper, work, agentHost} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
+	agentHost := i.path("k")
+	if err := os.MkdirAll(agentHost, 0o755); err != nil {
+		return err
 	}
-	if err := mountOverlay(rootfs, i.p.lowers, upper, work); err != nil {
+	if err := mountRootfs(i.bundle, i.p.lowers); err != nil {
 		return err
 	}
 	i.mounted = true

@@ -118,15 +118,23 @@ func specTemplate(img *image.Image, fn sandbox.Spec, argv []string, lim limits) 
 // instanceSpec returns the template's config.json for one instance: its
 // agent directory and its cgroup.
 func instanceSpec(tmpl *specs.Spec, agentHostDir, cgroupsPath string) ([]byte, error) {
-	s := *tmpl
+	s := specFor(tmpl, cgroupsPath)
 	s.Mounts = append(slices.Clip(tmpl.Mounts), specs.Mount{
 		Destination: agentDir, Type: "bind", Source: agentHostDir,
 		Options: []string{"bind", "ro", "nosuid", "nodev"},
 	})
+	return json.Marshal(&s)
+}
+
+// specFor returns a copy of the template for one container, in the cgroup
+// cgroupsPath. The copy shares the template's slices and Process: replace
+// them, never change them in place.
+func specFor(tmpl *specs.Spec, cgroupsPath string) specs.Spec {
+	s := *tmpl
 	linux := *tmpl.Linux
 	linux.CgroupsPath = cgroupsPath
 	s.Linux = &linux
-	return json.Marshal(&s)
+	return s
 }
 
 // parseUser reads an image's "uid[:gid]" user. User names would need the
