@@ -294,7 +294,7 @@ func (d *Driver) Prepare(ctx context.Context, spec sandbox.Spec, rec *phase.Reco
 	if err != nil {
 		return nil, fmt.Errorf("oci: function %q: %w", spec.Name, err)
 	}
-	lim := limits{memoryMB: spec.MemoryMB, cpus: cpusFor(spec.MemoryMB, d.minCPUs), pids: d.pidsLimit}
+	lim := limits{memoryMB: spec.MemoryMB, cpus: CPUsFor(spec.MemoryMB, d.minCPUs), pids: d.pidsLimit}
 	tmpl, err := specTemplate(img, spec, argv, lim)
 	if err != nil {
 		return nil, fmt.Errorf("oci: function %q: %w", spec.Name, err)

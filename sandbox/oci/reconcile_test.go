@@ -241,8 +241,8 @@ func TestCPUsFor(t *testing.T) {
 		mb   int
 		want float64
 	}{{64, 0.1}, {128, 0.125}, {1024, 1}, {3072, 3}} {
-		if got := cpusFor(tc.mb, DefaultMinCPUs); got != tc.want {
-			t.Errorf("cpusFor(%d) = %v, want %v", tc.mb, got, tc.want)
+		if got := CPUsFor(tc.mb, DefaultMinCPUs); got != tc.want {
+			t.Errorf("CPUsFor(%d) = %v, want %v", tc.mb, got, tc.want)
 		}
 	}
 }

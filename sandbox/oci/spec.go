@@ -34,8 +34,9 @@ type limits struct {
 	pids     int64
 }
 
-// cpusFor is the CPU share of memoryMB: one CPU per GiB, at least minCPUs.
-func cpusFor(memoryMB int, minCPUs float64) float64 {
+// CPUsFor is the CPU quota of a container of memoryMB: one CPU per GiB,
+// at least minCPUs.
+func CPUsFor(memoryMB int, minCPUs float64) float64 {
 	return max(float64(memoryMB)/1024, minCPUs)
 }
 

@@ -214,27 +214,40 @@ func layerTar(files []File) ([]byte, error) {
 // Import imports img into namespace ns and, unless it is a wasm
 // artifact, unpacks it into the overlayfs snapshotter, as a pull would.
 func (d *Daemon) Import(ctx context.Context, ns string, img Image) error {
-	client, err := d.Client()
-	if err != nil {
-		return err
-	}
 	archive, err := img.Archive()
 	if err != nil {
 		return fmt.Errorf("build image %s: %w", img.Name, err)
 	}
+	name, err := d.ImportArchive(ctx, ns, archive, img.Wasm == nil)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", img.Name, err)
+	}
+	if name != img.Name {
+		return fmt.Errorf("import %s into %s: got image %s", img.Name, ns, name)
+	}
+	return nil
+}
+
+// ImportArchive imports an archive holding one image (an OCI layout or a
+// docker-archive tarball) into namespace ns, unpacks it into the overlayfs
+// snapshotter when unpack is set, and returns the image's name.
+func (d *Daemon) ImportArchive(ctx context.Context, ns string, archive []byte, unpack bool) (string, error) {
+	client, err := d.Client()
+	if err != nil {
+		return "", err
+	}
 	ctx = namespaces.WithNamespace(ctx, ns)
 	imgs, err := client.Import(ctx, bytes.NewReader(archive), containerd.WithAllPlatforms(true))
 	if err != nil {
-		return fmt.Errorf("import %s into %s: %w", img.Name, ns, err)
+		return "", fmt.Errorf("import into %s: %w", ns, err)
 	}
-	if len(imgs) != 1 || imgs[0].Name != img.Name {
-		return fmt.Errorf("import %s into %s: got images %v", img.Name, ns, imgs)
+	if len(imgs) != 1 {
+		return "", fmt.Errorf("import into %s: got images %v", ns, imgs)
 	}
-	if img.Wasm != nil {
-		return nil
+	if unpack {
+		if err := containerd.NewImage(client, imgs[0]).Unpack(ctx, defaultSnapshotter); err != nil {
+			return "", fmt.Errorf("unpack %s in %s: %w", imgs[0].Name, ns, err)
+		}
 	}
-	if err := containerd.NewImage(client, imgs[0]).Unpack(ctx, defaultSnapshotter); err != nil {
-		return fmt.Errorf("unpack %s in %s: %w", img.Name, ns, err)
-	}
-	return nil
+	return imgs[0].Name, nil
 }

@@ -231,11 +231,9 @@ func (b *bench) setUp(ctx context.Context) error {
 		}
 		b.drivers[rt.name] = d
 	}
-	for _, bin := range []string{"containerd", "ctr", "containerd-shim-runc-v2", "runc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			b.unavailable([]string{ColumnCtrRun}, bin+" not installed", nil)
-			return nil
-		}
+	if reason := containerdtest.Missing(); reason != "" {
+		b.unavailable([]string{ColumnCtrRun}, reason, nil)
+		return nil
 	}
 	ctrdDir := filepath.Join(b.dir, "ctrd")
 	if err := os.MkdirAll(ctrdDir, 0o700); err != nil {
@@ -365,7 +363,7 @@ func (b *bench) workload(ctx context.Context, w Workload) (Row, error) {
 		}
 	}
 	if b.ctrd != nil {
-		ref, err := b.importContainerd(ctx, tarball)
+		ref, err := b.ctrd.ImportArchive(ctx, "default", tarball, true)
 		if err != nil {
 			return row, err
 		}
@@ -451,28 +449,6 @@ func coldStart(ctx context.Context, d *oci.Driver, spec sandbox.Spec, w Workload
 	return s, cerr
 }
 
-// importContainerd imports the image tarball into containerd's namespace
-// "default" and unpacks it into the overlayfs snapshotter (as containerdtest
-// does), and returns its name.
-func (b *bench) importContainerd(ctx context.Context, tarball []byte) (string, error) {
-	client, err := b.ctrd.Client()
-	if err != nil {
-		return "", err
-	}
-	ctx = namespaces.WithNamespace(ctx, "default")
-	imgs, err := client.Import(ctx, bytes.NewReader(tarball), containerd.WithAllPlatforms(true))
-	if err != nil {
-		return "", fmt.Errorf("import into containerd: %w", err)
-	}
-	if len(imgs) != 1 {
-		return "", fmt.Errorf("import into containerd: got images %v", imgs)
-	}
-	if err := containerd.NewImage(client, imgs[0]).Unpack(ctx, "overlayfs"); err != nil {
-		return "", fmt.Errorf("unpack in containerd: %w", err)
-	}
-	return imgs[0].Name, nil
-}
-
 // ctrRun times one `ctr run --rm` of the image, with kindling's memory
 // limit and CPU quota, its output on ctr's stdout as a user sees it, and
 // runc's state in the benchmark's directory (on the same file system as
@@ -485,7 +461,7 @@ func (b *bench) importContainerd(ctx context.Context, tarball []byte) (string, e
 // the end, as the workloads do, would wait forever. The event's delivery
 // is thus inside this column's time.
 func (b *bench) ctrRun(ctx context.Context, ref, id string, w Workload) (sample, error) {
-	cpus := max(float64(b.opts.MemoryMB)/1024, oci.DefaultMinCPUs)
+	cpus := oci.CPUsFor(b.opts.MemoryMB, oci.DefaultMinCPUs)
 	cmd := exec.CommandContext(ctx, "ctr", "--address", b.ctrd.Address, "--namespace", "default", "run", "--rm",
 		"--memory-limit", strconv.FormatInt(int64(b.opts.MemoryMB)<<20, 10), "--cpus", strconv.FormatFloat(cpus, 'f', -1, 64),
 		"--runc-root", filepath.Join(b.dir, "ctrd", "runc"), // not the host's /run/containerd/runc
