@@ -89,6 +89,21 @@ type Binary struct {
 	Expected string `json:"expected,omitempty"`
 }
 
+// Check checks a run's stdout against the expected result, if any.
+func (b Binary) Check(stdout []byte) error {
+	if b.Expected == "" {
+		return nil
+	}
+	got, err := ParseResult(stdout)
+	if err != nil {
+		return fmt.Errorf("%w (stdout %q)", err, stdout)
+	}
+	if got != b.Expected {
+		return fmt.Errorf("result %q, want %q", got, b.Expected)
+	}
+	return nil
+}
+
 // BuildLinux builds the named workloads for TargetLinux into outDir, in
 // the order named, each with its expected result at the default size.
 func BuildLinux(ctx context.Context, outDir string, names ...string) ([]Binary, error) {

@@ -367,3 +367,23 @@ func compileAll(ctx context.Context, t testing.TB, rt wazero.Runtime, paths map[
 	t.Logf("compiled %d modules in %v", len(compiled), time.Since(start).Round(time.Millisecond))
 	return compiled
 }
+
+func TestBinaryCheck(t *testing.T) {
+	ok := []byte("Content-Type: application/json\n\n{\"workload\":\"json\",\"result\":\"abc\"}\n")
+	for _, tc := range []struct {
+		name     string
+		expected string
+		stdout   []byte
+		wantErr  bool
+	}{
+		{"expected result", "abc", ok, false},
+		{"nothing expected", "", []byte("anything"), false},
+		{"wrong result", "xyz", ok, true},
+		{"no result", "abc", []byte("garbage"), true},
+	} {
+		err := Binary{Name: "json", Expected: tc.expected}.Check(tc.stdout)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s: Check = %v, want error %v", tc.name, err, tc.wantErr)
+		}
+	}
+}

@@ -157,17 +157,7 @@ func benchWorkload(ctx context.Context, m *Manager, w BenchWorkload, opts BenchO
 		if err != nil {
 			return err
 		}
-		if w.Expected == "" {
-			return nil
-		}
-		got, err := workloads.ParseResult(res.Stdout)
-		if err != nil {
-			return err
-		}
-		if got != w.Expected {
-			return fmt.Errorf("result %q, want %q", got, w.Expected)
-		}
-		return nil
+		return w.Check(res.Stdout)
 	}
 	if err := check(m.InvokeSnapshot(ctx, snap.ID, req, RestoreOptions{DropCache: true, RecordLoadingSet: true, RecordWorkingSet: true})); err != nil {
 		return row, fmt.Errorf("recording run: %w", err)

@@ -394,7 +394,7 @@ func (b *bench) workload(ctx context.Context, w Workload) (Row, error) {
 			s, err := c.run(rctx)
 			cancel()
 			if err == nil {
-				err = check(w, s.stdout)
+				err = w.Check(s.stdout)
 			}
 			if err != nil {
 				return row, fmt.Errorf("%s, run %d: %w", c.name, run+1, err)
@@ -606,20 +606,6 @@ func imageTarball(w Workload) ([]byte, error) {
 		return nil, fmt.Errorf("ocibench: %w", err)
 	}
 	return buf.Bytes(), nil
-}
-
-func check(w Workload, stdout []byte) error {
-	if w.Expected == "" {
-		return nil
-	}
-	got, err := workloads.ParseResult(stdout)
-	if err != nil {
-		return fmt.Errorf("%w (stdout %q)", err, stdout)
-	}
-	if got != w.Expected {
-		return fmt.Errorf("result %q, want %q", got, w.Expected)
-	}
-	return nil
 }
 
 // loadAverage is /proc/loadavg's 1, 5 and 15 minute load averages.
