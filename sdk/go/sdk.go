@@ -27,6 +27,7 @@
 package kindling
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -134,8 +135,12 @@ func parseEnvFrame(in []byte) (map[string]string, []byte, error) {
 	if !ok || err != nil || n < 0 || start+n > len(in) {
 		return nil, nil, fmt.Errorf("malformed %q header", strings.TrimSpace(envFrameMagic))
 	}
-	env := map[string]string{}
-	for _, kv := range strings.Split(string(in[start:start+n]), "\x00") {
+	// One copy of the block: every key and value is a substring of it.
+	block := string(in[start : start+n])
+	env := make(map[string]string, strings.Count(block, "\x00")+1)
+	for block != "" {
+		var kv string
+		kv, block, _ = strings.Cut(block, "\x00")
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			env[k] = v
 		}
@@ -148,7 +153,7 @@ func newRequest(body []byte, env map[string]string) *Request {
 		Method: env["REQUEST_METHOD"],
 		Path:   env["PATH_INFO"],
 		Query:  env["QUERY_STRING"],
-		Header: map[string]string{},
+		Header: make(map[string]string, len(env)),
 		Body:   body,
 		env:    env,
 	}
@@ -163,16 +168,33 @@ func newRequest(body []byte, env map[string]string) *Request {
 	return r
 }
 
-// canonical turns X_TRACE_ID into X-Trace-Id.
+// canonical turns X_TRACE_ID into X-Trace-Id (ASCII, as CGI names are),
+// in one allocation: it runs for every header of every request.
 func canonical(name string) string {
-	parts := strings.Split(strings.ToLower(name), "_")
-	for i, p := range parts {
-		if p != "" {
-			parts[i] = strings.ToUpper(p[:1]) + p[1:]
+	var b strings.Builder
+	b.Grow(len(name))
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_':
+			c, upper = '-', true
+		case upper:
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			upper = false
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
 		}
+		b.WriteByte(c)
 	}
-	return strings.Join(parts, "-")
+	return b.String()
 }
+
+// inlineBody is the largest body written together with the header block,
+// in one write: each write is a call out of the sandbox.
+const inlineBody = 64 << 10
 
 func writeResponse(w io.Writer, resp *Response) error {
 	if resp == nil {
@@ -182,7 +204,8 @@ func writeResponse(w io.Writer, resp *Response) error {
 	if status == 0 {
 		status = 200
 	}
-	var b strings.Builder
+	var b bytes.Buffer
+	b.Grow(256 + min(len(resp.Body), inlineBody))
 	b.WriteString("Status: ")
 	b.WriteString(strconv.Itoa(status))
 	b.WriteString("\r\n")
@@ -192,15 +215,23 @@ func writeResponse(w io.Writer, resp *Response) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		b.WriteString(k + ": " + resp.Header[k] + "\r\n")
+		b.WriteString(k)
+		b.WriteString(": ")
+		b.WriteString(resp.Header[k])
+		b.WriteString("\r\n")
 	}
 	if resp.Header["Content-Type"] == "" {
 		b.WriteString("Content-Type: application/octet-stream\r\n")
 	}
 	b.WriteString("\r\n")
-	if _, err := io.WriteString(w, b.String()); err != nil {
+	body := resp.Body
+	if len(body) <= inlineBody {
+		b.Write(body)
+		body = nil
+	}
+	if _, err := w.Write(b.Bytes()); err != nil || len(body) == 0 {
 		return err
 	}
-	_, err := w.Write(resp.Body)
+	_, err := w.Write(body)
 	return err
 }

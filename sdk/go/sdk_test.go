@@ -34,3 +34,36 @@ func TestParseEnvFrame(t *testing.T) {
 		}
 	}
 }
+
+func TestCanonical(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"X_TRACE_ID", "X-Trace-Id"},
+		{"USER_AGENT", "User-Agent"},
+		{"ACCEPT", "Accept"},
+		{"x_lower", "X-Lower"},
+		{"A__B", "A--B"},
+		{"_LEADING", "-Leading"},
+		{"DNT1", "Dnt1"},
+		{"", ""},
+	} {
+		if got := canonical(c.in); got != c.want {
+			t.Errorf("canonical(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestWriteResponse_LargeBody covers the body written on its own, after
+// the header block, when it is too large to inline.
+func TestWriteResponse_LargeBody(t *testing.T) {
+	for _, n := range []int{0, inlineBody, inlineBody + 1, 3 * inlineBody} {
+		body := bytes.Repeat([]byte{'x'}, n)
+		var out bytes.Buffer
+		if err := writeResponse(&out, Bytes(200, "application/x-test", body)); err != nil {
+			t.Fatal(err)
+		}
+		head := "Status: 200\r\nContent-Type: application/x-test\r\n\r\n"
+		if got := out.String(); got != head+string(body) {
+			t.Errorf("%d-byte body: wrote %d bytes, want %d", n, len(got), len(head)+n)
+		}
+	}
+}
