@@ -32,6 +32,8 @@ var (
 	Scribble []byte // a reactor that writes 2 MiB per request; exits 1 if it sees a previous request's bytes
 	//go:embed uninstrumentable.wasm
 	Uninstrumentable []byte // spins forever; exports "kindling:interrupt" itself
+	//go:embed dirty.wasm
+	Dirty []byte // prints "clean\n" if all its memory was zero, then fills it; stdin's digit d grows it by 8*d pages first
 	//go:embed garbage.wasm
 	Garbage []byte // not WebAssembly at all
 )

@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/tetratelabs/wazero/experimental"
@@ -22,8 +23,10 @@ import (
 type memoryLimit struct {
 	limit    uint64
 	image    *memImage
-	mapped   []byte // from mmap, unmapped by free
-	heap     []byte // fallback when mmap fails
+	spares   *spares // where a command instance's reservation comes from and goes back to; nil: mmap and munmap
+	mapped   []byte  // from mmap, unmapped by free
+	used     uint64  // the largest size handed to the instance: all it can have written
+	heap     []byte  // fallback when mmap fails
 	started  bool
 	exceeded bool
 	pagemap  []byte // reset's scan buffer, kept between resets
@@ -46,10 +49,17 @@ func (m *memoryLimit) Allocate(capacity, maxBytes uint64) experimental.LinearMem
 	if reserve == 0 {
 		return m
 	}
-	b, err := unix.Mmap(-1, 0, int(reserve), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANON|unix.MAP_NORESERVE)
-	if err != nil {
-		return m
+	var b []byte
+	if m.image == nil && m.spares != nil {
+		b = m.spares.get(reserve)
+	}
+	if b == nil {
+		var err error
+		b, err = unix.Mmap(-1, 0, int(reserve), unix.PROT_READ|unix.PROT_WRITE,
+			unix.MAP_PRIVATE|unix.MAP_ANON|unix.MAP_NORESERVE)
+		if err != nil {
+			return m
+		}
 	}
 	if m.image != nil && m.image.size > 0 {
 		_, err := unix.MmapPtr(int(m.image.f.Fd()), 0, unsafe.Pointer(&b[0]), uintptr(m.image.size),
@@ -82,6 +92,7 @@ func (m *memoryLimit) Reallocate(size uint64) []byte {
 		if size > uint64(len(m.mapped)) {
 			return nil // beyond the module's own maximum
 		}
+		m.used = max(m.used, size)
 		return m.mapped[:size]
 	}
 	if size <= uint64(cap(m.heap)) {
@@ -147,7 +158,9 @@ func (m *memoryLimit) remapImage() error {
 
 func (m *memoryLimit) free() {
 	if m.mapped != nil {
-		_ = unix.Munmap(m.mapped)
+		if m.image != nil || m.spares == nil || !m.spares.put(m.mapped, m.used) {
+			_ = unix.Munmap(m.mapped)
+		}
 		m.mapped = nil
 	}
 	m.heap = nil
@@ -159,7 +172,9 @@ func (m *memoryLimit) free() {
 
 // touched returns the bytes of memory the instance made private (written
 // pages: copy-on-write copies of the image, and zero pages it filled),
-// read from /proc/self/pagemap; 0 if unknown. It costs a read of 8 bytes
+// read from /proc/self/pagemap; 0 if unknown. In a reused reservation (see
+// spares) it also counts the pages an earlier instance populated and this
+// one got zeroed: they are resident all the same. It costs a read of 8 bytes
 // per 4 KiB page of the memory's current size, so callers ask for it only
 // when measuring.
 func (m *memoryLimit) touched(size uint64) uint64 {
@@ -167,4 +182,89 @@ func (m *memoryLimit) touched(size uint64) uint64 {
 		return 0
 	}
 	return privatePages(m.mapped[:min(size, uint64(len(m.mapped)))])
+}
+
+// spares keeps the memory reservations of finished command instances for
+// the next instances, each handed back zeroed. An mmap and an munmap per
+// instance cost more than the instance itself under load: both take the
+// process's address-space lock for writing, stalling every other thread's
+// page faults, and the munmap's TLB shootdown interrupts every CPU running
+// the daemon. A reservation comes back as it was handed out — never written
+// beyond used — so clearing [0, used) makes it fresh.
+type spares struct {
+	mu     sync.Mutex
+	byLen  map[uint64][][]byte
+	n      int
+	closed bool // the driver is closed: keep nothing more
+}
+
+const (
+	// sparesMax bounds the reservations kept (address space only, plus
+	// what their last instances touched, up to spareClearMax each).
+	sparesMax = 32
+	// spareClearMax is the most memory cleared by writing zeros, which
+	// keeps the pages for the next instance (a page fault costs more than
+	// zeroing a page on a virtualized host); beyond it the pages are given
+	// back to the kernel instead (MADV_DONTNEED), which refills them with
+	// zeros on their next touch.
+	spareClearMax = 1 << 20
+)
+
+func (s *spares) get(n uint64) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.byLen[n]
+	if len(list) == 0 {
+		return nil
+	}
+	b := list[len(list)-1]
+	s.byLen[n] = list[:len(list)-1]
+	s.n--
+	return b
+}
+
+// put zeroes b's first used bytes and keeps it, or reports false when the
+// pool is full or closed or the zeroing failed; the caller then unmaps b.
+func (s *spares) put(b []byte, used uint64) bool {
+	s.mu.Lock()
+	full := s.closed || s.n >= sparesMax
+	if !full {
+		s.n++ // claimed now, listed once clean
+	}
+	s.mu.Unlock()
+	if full {
+		return false
+	}
+	used = min(used, uint64(len(b)))
+	ok := true
+	if used <= spareClearMax {
+		clear(b[:used])
+	} else if err := unix.Madvise(b[:used], unix.MADV_DONTNEED); err != nil {
+		ok = false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !ok || s.closed {
+		s.n--
+		return false
+	}
+	if s.byLen == nil {
+		s.byLen = map[uint64][][]byte{}
+	}
+	s.byLen[uint64(len(b))] = append(s.byLen[uint64(len(b))], b)
+	return true
+}
+
+// close unmaps every kept reservation; later ones are not kept.
+func (s *spares) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for n, list := range s.byLen {
+		for _, b := range list {
+			_ = unix.Munmap(b)
+		}
+		delete(s.byLen, n)
+	}
+	s.n = 0
 }

@@ -69,6 +69,8 @@ type Driver struct {
 
 	mu       sync.Mutex
 	compiled map[string]*compiledEntry // by artifact digest or snapshot key
+
+	spares spares // command instances' memory reservations, reused
 }
 
 // compiledEntry is a value built once and shared: a compiled module or a
@@ -131,6 +133,7 @@ func (d *Driver) Capabilities() sandbox.Capabilities {
 // Close implements sandbox.Driver.
 func (d *Driver) Close(ctx context.Context) error {
 	err := errors.Join(d.rt.Close(ctx), d.rtClose.Close(ctx))
+	d.spares.close()
 	if d.cache != nil {
 		err = errors.Join(err, d.cache.Close(ctx))
 	}
@@ -422,7 +425,7 @@ func (i *instance) invokeCommand(ctx context.Context, req *sandbox.Request) (san
 	for _, kv := range req.Env {
 		cfg = withEnvPair(cfg, kv)
 	}
-	mem := &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20}
+	mem := &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20, spares: &p.d.spares}
 	mod, err := p.module.instantiate(experimental.WithMemoryAllocator(ctx, mem), cfg)
 	t := rec.Since(phase.Instantiate, begin, "")
 	if err != nil {
