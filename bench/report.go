@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kindling-dev/kindling/internal/quantile"
 	"github.com/kindling-dev/kindling/phase"
 )
 
@@ -213,26 +214,11 @@ func stat(ns []int64) Stat {
 	s := slices.Clone(ns)
 	slices.Sort(s)
 	return Stat{
-		MedianNs: percentile(s, 0.5),
-		P90Ns:    percentile(s, 0.9),
+		MedianNs: quantile.Interpolated(s, 0.5),
+		P90Ns:    quantile.Interpolated(s, 0.9),
 		MinNs:    s[0],
 		MaxNs:    s[len(s)-1],
 	}
-}
-
-// percentile returns the p-quantile of sorted, interpolating linearly
-// between the closest ranks.
-func percentile(sorted []int64, p float64) int64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := p * float64(len(sorted)-1)
-	lo := int(math.Floor(rank))
-	if lo >= len(sorted)-1 {
-		return sorted[len(sorted)-1]
-	}
-	frac := rank - float64(lo)
-	return sorted[lo] + int64(math.Round(frac*float64(sorted[lo+1]-sorted[lo])))
 }
 
 // finish computes the rows, the ratios and the summary once every cell is

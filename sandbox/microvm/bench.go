@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/kindling-dev/kindling/internal/quantile"
 	"github.com/kindling-dev/kindling/phase"
 	"github.com/kindling-dev/kindling/workloads"
 )
@@ -228,24 +228,11 @@ func summarize(col string, runs [][]phase.Timing) BenchCell {
 		totals = append(totals, phase.Total(ts))
 	}
 	for _, name := range order {
-		cell.Phases = append(cell.Phases, phase.Timing{Name: name, Duration: median(byName[name])})
+		cell.Phases = append(cell.Phases, phase.Timing{Name: name, Duration: quantile.Summarize(byName[name]).Median})
 	}
-	if len(totals) > 0 {
-		cell.Total, cell.Min, cell.Max = median(totals), slices.Min(totals), slices.Max(totals)
-	}
+	t := quantile.Summarize(totals)
+	cell.Total, cell.Min, cell.Max = t.Median, t.Min, t.Max
 	return cell
-}
-
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // Format writes the table as text: per workload, a row per phase and a

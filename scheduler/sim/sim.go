@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/kindling-dev/kindling/errdefs"
+	"github.com/kindling-dev/kindling/internal/quantile"
 	"github.com/kindling-dev/kindling/scheduler"
 	"github.com/kindling-dev/kindling/trace"
 )
@@ -259,17 +260,11 @@ func runOne(ctx context.Context, tr []trace.Invocation, cfg Config, pol schedule
 	if served := len(latencies); served > 0 {
 		res.ColdStartRate = float64(res.ColdStarts) / float64(served)
 		slices.Sort(latencies)
-		res.LatencyP50 = percentile(latencies, 50)
-		res.LatencyP99 = percentile(latencies, 99)
+		res.LatencyP50 = quantile.NearestRank(latencies, 0.50)
+		res.LatencyP99 = quantile.NearestRank(latencies, 0.99)
 		res.LatencyMax = latencies[served-1]
 	}
 	return res, nil
-}
-
-// percentile returns the nearest-rank percentile of sorted values.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	rank := int(p/100*float64(len(sorted))+0.999999999) - 1
-	return sorted[min(max(rank, 0), len(sorted)-1)]
 }
 
 // meter integrates memory over virtual time from the scheduler's

@@ -19,13 +19,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/kindling-dev/kindling/internal/quantile"
 	"github.com/kindling-dev/kindling/shim"
 	"github.com/kindling-dev/kindling/shim/containerdtest"
 )
@@ -86,10 +86,7 @@ type Options struct {
 }
 
 // Stat summarizes one step over the runs.
-type Stat struct {
-	Median, P90, Min time.Duration
-	N                int
-}
+type Stat = quantile.Summary[time.Duration]
 
 // Row is one runtime's results.
 type Row struct {
@@ -183,9 +180,9 @@ func Run(ctx context.Context, opts Options) (Table, error) {
 	}
 	t := Table{Runs: opts.Runs}
 	for i, rt := range opts.Runtimes {
-		row := Row{Runtime: rt.Name, Steps: map[string]Stat{}, ShimRSS: medianU(shimRSS[i]), ShimAnon: medianU(shimAnon[i]), SandboxRSS: medianU(sandboxRSS[i])}
+		row := Row{Runtime: rt.Name, Steps: map[string]Stat{}, ShimRSS: quantile.Summarize(shimRSS[i]).Median, ShimAnon: quantile.Summarize(shimAnon[i]).Median, SandboxRSS: quantile.Summarize(sandboxRSS[i]).Median}
 		for step, v := range samples[i] {
-			row.Steps[step] = summarize(v)
+			row.Steps[step] = quantile.Summarize(v)
 		}
 		t.Rows = append(t.Rows, row)
 	}
@@ -352,33 +349,6 @@ func children(pid int) []int {
 		}
 	}
 	return out
-}
-
-func summarize(v []time.Duration) Stat {
-	if len(v) == 0 {
-		return Stat{}
-	}
-	s := append([]time.Duration(nil), v...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	p90 := s[(len(s)*9+9)/10-1]
-	return Stat{Median: median(s), P90: p90, Min: s[0], N: len(s)}
-}
-
-func median(s []time.Duration) time.Duration {
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-func medianU(v []uint64) uint64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]uint64(nil), v...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -38,6 +38,7 @@ import (
 	"github.com/kindling-dev/kindling/agent"
 	"github.com/kindling-dev/kindling/errdefs"
 	"github.com/kindling-dev/kindling/image"
+	"github.com/kindling-dev/kindling/internal/quantile"
 	"github.com/kindling-dev/kindling/phase"
 	"github.com/kindling-dev/kindling/sandbox"
 	"github.com/kindling-dev/kindling/sandbox/oci"
@@ -413,7 +414,7 @@ func (b *bench) workload(ctx context.Context, w Workload) (Row, error) {
 		for _, s := range ss {
 			totals = append(totals, s.total)
 		}
-		row.Cells[name] = summarize(totals)
+		row.Cells[name] = Stat(quantile.Summarize(totals))
 		if name == ColumnKindlingRunc || name == ColumnKindlingCrun {
 			row.Phases[name] = phaseStats(ss)
 		}
@@ -587,7 +588,7 @@ func (ts *taskStarts) fire(id string, lag time.Duration) {
 func (ts *taskStarts) lag() Stat {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	return summarize(ts.lags)
+	return Stat(quantile.Summarize(ts.lags))
 }
 
 // imageTarball is the workload's image: one layer holding the binary,

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kindling-dev/kindling/internal/quantile"
 	"github.com/kindling-dev/kindling/phase"
 )
 
@@ -39,10 +40,7 @@ type Row struct {
 }
 
 // Stat summarizes one measurement over the runs.
-type Stat struct {
-	Median, P90, Min, Max time.Duration
-	N                     int
-}
+type Stat quantile.Summary[time.Duration]
 
 // PhaseStat is one phase over the runs.
 type PhaseStat struct {
@@ -98,21 +96,6 @@ func ratios(r Row) []Ratio {
 	return append(out, warm)
 }
 
-// summarize takes the median, 90th percentile, min and max.
-func summarize(v []time.Duration) Stat {
-	if len(v) == 0 {
-		return Stat{}
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	med := s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return Stat{Median: med, P90: s[(n*9+9)/10-1], Min: s[0], Max: s[n-1], N: n}
-}
-
 // phaseStats summarizes each phase over the samples, in the order the
 // phases happen.
 func phaseStats(ss []sample) []PhaseStat {
@@ -128,7 +111,7 @@ func phaseStats(ss []sample) []PhaseStat {
 	}
 	out := make([]PhaseStat, 0, len(order))
 	for _, n := range order {
-		out = append(out, PhaseStat{Name: n, Stat: summarize(by[n])})
+		out = append(out, PhaseStat{Name: n, Stat: Stat(quantile.Summarize(by[n]))})
 	}
 	return out
 }
