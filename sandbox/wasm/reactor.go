@@ -45,10 +45,10 @@ var poolSize = max(4, 2*runtime.GOMAXPROCS(0))
 func (p *prepared) newReactor(ctx context.Context, rec *phase.Recorder) (*reactor, error) {
 	start := time.Now()
 	r := &reactor{io: &stdio{}, mem: &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20, image: p.snap.image.acquire()}}
-	cfg := p.baseConfig.
+	cfg := withEnv(p.baseConfig.
 		WithStdin(stdinReader{r.io}).
 		WithStdout(stdoutWriter{r.io}).
-		WithStderr(stderrWriter{r.io})
+		WithStderr(stderrWriter{r.io}), p.spec.Env)
 	// The instance outlives this request: it must not be closed when the
 	// request's context ends (timeouts are enforced per call).
 	mod, err := p.snap.module.instantiate(experimental.WithMemoryAllocator(context.WithoutCancel(ctx), r.mem), cfg)

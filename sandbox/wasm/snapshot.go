@@ -183,9 +183,7 @@ func (d *Driver) capture(ctx context.Context, spec sandbox.Spec, m *wasmbin.Modu
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
 		WithStdout(&stdout).WithStderr(&stderr).
 		WithArgs(append([]string{spec.Name}, spec.Args...)...)
-	for _, kv := range spec.Env {
-		cfg = withEnvPair(cfg, kv)
-	}
+	cfg = withEnv(cfg, spec.Env)
 	ictx, cancel := context.WithTimeout(ctx, initTimeout)
 	defer cancel()
 	mem := &memoryLimit{limit: uint64(spec.MemoryMB) << 20}

@@ -200,9 +200,6 @@ func (d *Driver) Prepare(ctx context.Context, spec sandbox.Spec, rec *phase.Reco
 		WithSysNanosleep().
 		WithRandSource(rand.Reader).
 		WithArgs(append([]string{spec.Name}, spec.Args...)...)
-	for _, kv := range spec.Env {
-		p.baseConfig = withEnvPair(p.baseConfig, kv)
-	}
 	if len(spec.Mounts) > 0 {
 		p.baseConfig = p.baseConfig.WithFSConfig(fsConfig(spec.Mounts))
 	}
@@ -327,7 +324,7 @@ type prepared struct {
 	module     *program  // command mode
 	snap       *snapshot // snapshot mode
 	release    func()
-	baseConfig wazero.ModuleConfig
+	baseConfig wazero.ModuleConfig // shared by every request: holds no environment (see withEnv)
 	closeOnce  sync.Once
 
 	// Snapshot mode keeps instances that finished cleanly, reset to the
@@ -422,9 +419,7 @@ func (i *instance) invokeCommand(ctx context.Context, req *sandbox.Request) (san
 		WithStdin(stdinReader{io}).
 		WithStdout(stdoutWriter{io}).
 		WithStderr(stderrWriter{io})
-	for _, kv := range req.Env {
-		cfg = withEnvPair(cfg, kv)
-	}
+	cfg = withEnv(cfg, p.spec.Env, req.Env)
 	mem := &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20, spares: &p.d.spares}
 	mod, err := p.module.instantiate(experimental.WithMemoryAllocator(ctx, mem), cfg)
 	t := rec.Since(phase.Instantiate, begin, "")
@@ -510,12 +505,26 @@ func fsConfig(mounts []sandbox.Mount) wazero.FSConfig {
 	return fs
 }
 
-func withEnvPair(cfg wazero.ModuleConfig, kv string) wazero.ModuleConfig {
-	k, v, _ := strings.Cut(kv, "=")
-	if k == "" {
-		return cfg
+// withEnv returns cfg with the KEY=VALUE variables of each list set in
+// turn, a later value replacing an earlier one of the same name.
+//
+// cfg must not hold an environment that a config in use elsewhere shares.
+// wazero's WithEnv copies a config's environment list by reference: setting
+// a variable writes into the original's array when the name is already
+// there or the array has room, and a request's variable would then show in
+// every other request made from that config. So the config a prepared
+// function shares between its requests (baseConfig) holds no environment,
+// and each instance gets the function's variables, and a command its
+// request's too, on its own copy.
+func withEnv(cfg wazero.ModuleConfig, lists ...[]string) wazero.ModuleConfig {
+	for _, list := range lists {
+		for _, kv := range list {
+			if k, v, _ := strings.Cut(kv, "="); k != "" {
+				cfg = cfg.WithEnv(k, v)
+			}
+		}
 	}
-	return cfg.WithEnv(k, v)
+	return cfg
 }
 
 // engineVersion identifies the compiler that produced cached code.

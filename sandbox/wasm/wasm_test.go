@@ -3,10 +3,14 @@ package wasm_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,4 +250,73 @@ func TestMounts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A command sees the function's environment overlaid with its request's,
+// and nothing of another request's: not a variable a request overrode,
+// and not one a concurrent request added.
+func TestRequestEnv(t *testing.T) {
+	ctx := context.Background()
+	d := newDriver(t)
+	spec := sandboxtest.Spec("cgi-go", testmodules.BuildGo(t, "examples/cgi-go"), 64)
+	// Three variables: wazero's environment list then has room for one
+	// more, where a request's first variable would land if it were shared.
+	spec.Env = []string{"A=1", "B=2", "HTTP_X_SPEC=spec"}
+	p, err := d.Prepare(ctx, spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	headers := func(env ...string) (map[string]string, error) {
+		inst, err := p.Start(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		defer inst.Close(ctx)
+		var out bytes.Buffer
+		if _, err := inst.Invoke(ctx, &sandbox.Request{Env: env, Stdin: strings.NewReader(""), Stdout: &out}); err != nil {
+			return nil, err
+		}
+		_, body, ok := strings.Cut(out.String(), "\r\n\r\n")
+		var got struct{ Headers map[string]string }
+		if err := json.Unmarshal([]byte(body), &got); !ok || err != nil {
+			return nil, fmt.Errorf("output %q: %v", out.String(), err)
+		}
+		return got.Headers, nil
+	}
+	for _, tc := range []struct {
+		env  []string
+		want map[string]string
+	}{
+		{[]string{"HTTP_X_SPEC=override", "HTTP_X_REQ=one"}, map[string]string{"HTTP_X_SPEC": "override", "HTTP_X_REQ": "one"}},
+		{nil, map[string]string{"HTTP_X_SPEC": "spec"}},
+		{[]string{"HTTP_X_REQ=two"}, map[string]string{"HTTP_X_SPEC": "spec", "HTTP_X_REQ": "two"}},
+	} {
+		got, err := headers(tc.env...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(got, tc.want) {
+			t.Errorf("request env %q: the function saw %v, want %v", tc.env, got, tc.want)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				own := fmt.Sprintf("%d.%d", i, j)
+				got, err := headers("HTTP_X_REQ=" + own)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got["HTTP_X_REQ"] != own || got["HTTP_X_SPEC"] != "spec" {
+					t.Errorf("request %s saw %v", own, got)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
