@@ -45,7 +45,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzWithInterrupt$$' -fuzztime $(FUZZ_COUNT) ./sandbox/wasm/internal/wasmbin
 	$(GO) test -run '^$$' -fuzz '^FuzzImportBytes$$' -fuzztime $(FUZZ_COUNT) ./image
 	$(GO) test -run '^$$' -fuzz '^FuzzFindModule$$' -fuzztime $(FUZZ_COUNT) ./shim
-	$(GO) test -run '^$$' -fuzz '^FuzzPageSet$$' -fuzztime $(FUZZ_COUNT) ./sandbox/microvm
+	$(GO) test -run '^$$' -fuzz '^FuzzPageSet$$' -fuzztime $(FUZZ_COUNT) ./api
 
 test-short:
 	$(GO) test -short ./...

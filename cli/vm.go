@@ -70,7 +70,7 @@ func newVMCreate(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Function, "function", "", "boot a VM for this deployed function (runtime microvm)")
 	f.StringVar(&cfg.Snapshot, "snapshot", "", "restore the VM from this snapshot")
 	f.IntVar(&cfg.MemoryMB, "memory", 0, "a booted VM's memory in MiB (default: the function's)")
-	f.StringVar(&cfg.Prefetch, "prefetch", "", "how a restore prefetches: none, loading-set or working-set")
+	f.StringVar((*string)(&cfg.Prefetch), "prefetch", "", "how a restore prefetches: none, loading-set or working-set")
 	return cmd
 }
 
@@ -411,7 +411,7 @@ func newSnapshotInvoke(g *globals) *cobra.Command {
 	}
 	o.add(cmd)
 	f := cmd.Flags()
-	f.StringVar(&opts.Prefetch, "prefetch", "", "none, loading-set (FaaSnap) or working-set (REAP)")
+	f.StringVar((*string)(&opts.Prefetch), "prefetch", "", "none, loading-set (FaaSnap) or working-set (REAP)")
 	f.BoolVar(&opts.DropCache, "drop-cache", false, "evict the snapshot from the page cache first (a restore from disk)")
 	f.BoolVar(&opts.RecordLoadingSet, "record-loading-set", false, "record the snapshot's loading set during this invocation (use with --drop-cache)")
 	f.BoolVar(&opts.RecordWorkingSet, "record-working-set", false, "record the snapshot's working set during this invocation")

@@ -7,122 +7,39 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/kindling-dev/kindling/api"
-	"github.com/kindling-dev/kindling/phase"
 )
 
-// The types below are the wire form of the microvm sandbox's VM and
-// snapshot API (/v1/vms, /v1/snapshots), served by a daemon started with
-// --microvm. They mirror the types of package sandbox/microvm field for
-// field (a test in package server keeps them in sync) so that this
-// package builds without the sandbox.
+// The VM and snapshot API of the microvm sandbox (/v1/vms, /v1/snapshots),
+// served by a daemon started with --microvm. Its types are package api's,
+// shared with the server and the sandbox; the aliases below keep their
+// names in this package.
+type (
+	Prefetch        = api.Prefetch
+	VMConfig        = api.VMConfig
+	VMInfo          = api.VMInfo
+	SnapshotInfo    = api.SnapshotInfo
+	PageSet         = api.PageSet
+	Extent          = api.Extent
+	PageSetKind     = api.PageSetKind
+	VMInvokeRequest = api.VMInvokeRequest
+	VMInvokeResult  = api.VMInvokeResult
+	RestoreOptions  = api.RestoreOptions
+)
 
 // Prefetch modes of a restore.
 const (
-	PrefetchNone       = "none"        // the guest faults its pages in
-	PrefetchLoadingSet = "loading-set" // FaaSnap: fadvise the loading set, racing the guest
-	PrefetchWorkingSet = "working-set" // REAP: read the working set in, then resume the guest
+	PrefetchNone       = api.PrefetchNone       // the guest faults its pages in
+	PrefetchLoadingSet = api.PrefetchLoadingSet // FaaSnap: fadvise the loading set, racing the guest
+	PrefetchWorkingSet = api.PrefetchWorkingSet // REAP: read the working set in, then resume the guest
 )
-
-// VMConfig describes a VM to create: booted for a deployed function of
-// runtime microvm (by name), or restored from a snapshot.
-type VMConfig struct {
-	ID       string `json:"id,omitempty"`
-	Function string `json:"function,omitempty"`
-	// MemoryMB of a booted VM; default the function's.
-	MemoryMB int    `json:"memoryMB,omitempty"`
-	Snapshot string `json:"snapshot,omitempty"`
-	Prefetch string `json:"prefetch,omitempty"`
-}
-
-// VMInfo describes a VM.
-type VMInfo struct {
-	ID            string         `json:"id"`
-	State         string         `json:"state"` // running, or stopped when the guest died
-	Error         string         `json:"error,omitempty"`
-	PID           int            `json:"pid"`
-	Function      string         `json:"function,omitempty"`
-	Snapshot      string         `json:"snapshot,omitempty"`
-	MemoryMB      int            `json:"memoryMB"`
-	Accel         string         `json:"accel"`
-	Snapshottable bool           `json:"snapshottable"`
-	Created       time.Time      `json:"created"`
-	Invocations   int            `json:"invocations"`
-	Start         []phase.Timing `json:"start"`
-}
-
-// SnapshotInfo describes a snapshot.
-type SnapshotInfo struct {
-	ID              string    `json:"id"`
-	Function        string    `json:"function,omitempty"`
-	MemoryMB        int       `json:"memoryMB"`
-	Accel           string    `json:"accel"`
-	Created         time.Time `json:"created"`
-	Template        bool      `json:"template,omitempty"`
-	FromVM          string    `json:"fromVM,omitempty"`
-	StateBytes      int64     `json:"stateBytes"`
-	CachedBytes     int64     `json:"cachedBytes"`
-	LoadingSetPages uint64    `json:"loadingSetPages"`
-	WorkingSetPages uint64    `json:"workingSetPages"`
-}
-
-// PageSet is a set of pages of a snapshot's memory file, in fetch order.
-type PageSet struct {
-	PageSize int      `json:"pageSize"`
-	Extents  []Extent `json:"extents"`
-}
-
-// Extent is a run of Pages pages starting at page index Start.
-type Extent struct {
-	Start uint64 `json:"start"`
-	Pages uint64 `json:"pages"`
-}
-
-// Pages is the number of pages in the set.
-func (s PageSet) Pages() uint64 {
-	var n uint64
-	for _, e := range s.Extents {
-		n += e.Pages
-	}
-	return n
-}
-
-// PageSetKind names one of a snapshot's page sets.
-type PageSetKind string
 
 // A snapshot's page sets.
 const (
-	LoadingSet PageSetKind = "loading-set" // FaaSnap: pages found resident, scan by scan
-	WorkingSet PageSetKind = "working-set" // REAP: pages a restored VM touched
+	LoadingSet = api.LoadingSet // FaaSnap: pages found resident, scan by scan
+	WorkingSet = api.WorkingSet // REAP: pages a restored VM touched
 )
-
-// VMInvokeRequest is one invocation of a VM.
-type VMInvokeRequest struct {
-	Stdin     []byte   `json:"stdin,omitempty"`
-	Env       []string `json:"env,omitempty"`
-	Args      []string `json:"args,omitempty"`
-	TimeoutMs int      `json:"timeoutMs,omitempty"`
-}
-
-// VMInvokeResult is an invocation's outcome.
-type VMInvokeResult struct {
-	VM       string         `json:"vm"` // empty when the VM was deleted after it
-	Stdout   []byte         `json:"stdout"`
-	Stderr   []byte         `json:"stderr"`
-	ExitCode int            `json:"exitCode"`
-	Phases   []phase.Timing `json:"phases"`
-}
-
-// RestoreOptions say how InvokeSnapshot restores its VM.
-type RestoreOptions struct {
-	Prefetch         string `json:"prefetch,omitempty"`
-	DropCache        bool   `json:"dropCache,omitempty"`
-	RecordLoadingSet bool   `json:"recordLoadingSet,omitempty"`
-	RecordWorkingSet bool   `json:"recordWorkingSet,omitempty"`
-	Keep             bool   `json:"keep,omitempty"`
-}
 
 func vmPath(id string) string       { return "/v1/vms/" + url.PathEscape(id) }
 func snapshotPath(id string) string { return "/v1/snapshots/" + url.PathEscape(id) }

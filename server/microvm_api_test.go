@@ -18,7 +18,6 @@ import (
 	"github.com/kindling-dev/kindling/errdefs"
 	"github.com/kindling-dev/kindling/internal/testmodules"
 	"github.com/kindling-dev/kindling/phase"
-	"github.com/kindling-dev/kindling/sandbox/microvm"
 	"github.com/kindling-dev/kindling/sandbox/microvm/microvmtest"
 	"github.com/kindling-dev/kindling/server"
 )
@@ -342,48 +341,4 @@ func TestMicroVMAPI_BadRequests(t *testing.T) {
 			checkErrorBody(t, rec.Result(), tc.status, tc.kind)
 		})
 	}
-}
-
-// The client mirrors the microvm API types so that it builds without the
-// sandbox; their JSON forms must stay the same.
-func TestMicroVMAPI_ClientTypesInSync(t *testing.T) {
-	pairs := []struct{ client, microvm any }{
-		{client.VMConfig{}, microvm.VMConfig{}},
-		{client.VMInfo{}, microvm.VMInfo{}},
-		{client.SnapshotInfo{}, microvm.SnapshotInfo{}},
-		{client.PageSet{}, microvm.PageSet{}},
-		{client.Extent{}, microvm.Extent{}},
-		{client.VMInvokeRequest{}, microvm.InvokeRequest{}},
-		{client.VMInvokeResult{}, microvm.InvokeResult{}},
-		{client.RestoreOptions{}, microvm.RestoreOptions{}},
-	}
-	for _, p := range pairs {
-		got, want := jsonShape(reflect.TypeOf(p.client)), jsonShape(reflect.TypeOf(p.microvm))
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("client.%T has JSON fields %v; microvm.%T has %v",
-				p.client, got, p.microvm, want)
-		}
-	}
-}
-
-// jsonShape maps a struct's JSON field names (with their options) to the
-// kinds of their types.
-func jsonShape(t reflect.Type) map[string]string {
-	out := map[string]string{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("json")
-		if f.Anonymous && tag == "" {
-			for k, v := range jsonShape(f.Type) {
-				out[k] = v
-			}
-			continue
-		}
-		kind := f.Type.Kind().String()
-		if f.Type.Kind() == reflect.Slice {
-			kind += " of " + f.Type.Elem().Kind().String()
-		}
-		out[tag] = kind
-	}
-	return out
 }

@@ -15,15 +15,17 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kindling-dev/kindling/api"
 )
 
 // Accel is a QEMU accelerator.
-type Accel string
+type Accel = api.Accel
 
 // The accelerators the driver can use.
 const (
-	AccelKVM Accel = "kvm" // hardware virtualization through /dev/kvm
-	AccelTCG Accel = "tcg" // software emulation: slow, runs anywhere
+	AccelKVM = api.AccelKVM // hardware virtualization through /dev/kvm
+	AccelTCG = api.AccelTCG // software emulation: slow, runs anywhere
 )
 
 // AccelChoice is the accelerator a host will use and why.

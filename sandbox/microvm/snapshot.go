@@ -114,7 +114,7 @@ func (s *snapshot) pageSet(kind setKind) (PageSet, error) {
 	if err := set.UnmarshalBinary(b); err != nil {
 		return PageSet{}, fmt.Errorf("microvm: snapshot %s: %s: %w: %w", s.meta.ID, kind, ErrCorruptSnapshot, err)
 	}
-	if err := set.validate(s.memSize()); err != nil {
+	if err := set.Validate(s.memSize()); err != nil {
 		return PageSet{}, fmt.Errorf("microvm: snapshot %s: %s: %w: %w", s.meta.ID, kind, ErrCorruptSnapshot, err)
 	}
 	return set, nil
@@ -132,7 +132,7 @@ func (s *snapshot) putPageSet(kind setKind, set PageSet) error {
 		}
 		return nil
 	}
-	if err := set.validate(s.memSize()); err != nil {
+	if err := set.Validate(s.memSize()); err != nil {
 		return fmt.Errorf("microvm: snapshot %s: %w: %w", s.meta.ID, err, errdefs.ErrInvalidArgument)
 	}
 	b, _ := set.MarshalBinary()
