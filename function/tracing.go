@@ -3,6 +3,7 @@ package function
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -17,6 +18,7 @@ import (
 type traceQueue struct {
 	tracer  *tracing.Tracer
 	ch      chan tracedInvocation
+	stop    chan struct{} // closed by close: drain once more and end
 	done    chan struct{}
 	dropped atomic.Uint64
 }
@@ -30,18 +32,49 @@ func newTraceQueue(t *tracing.Tracer) *traceQueue {
 	if !t.Enabled() {
 		return nil
 	}
-	q := &traceQueue{tracer: t, ch: make(chan tracedInvocation, 4096), done: make(chan struct{})}
-	go func() {
-		defer close(q.done)
-		for ti := range q.ch {
-			ctx := context.Background()
-			if ti.parent.IsValid() {
-				ctx = trace.ContextWithRemoteSpanContext(ctx, ti.parent)
-			}
-			q.tracer.RecordInvocation(ctx, ti.inv)
-		}
-	}()
+	q := &traceQueue{tracer: t, ch: make(chan tracedInvocation, traceQueueSize), stop: make(chan struct{}), done: make(chan struct{})}
+	go q.loop()
 	return q
+}
+
+// traceQueueSize bounds the invocations waiting for their spans; at one
+// drain every traceFlushEvery it holds over 400,000 invocations a second.
+const (
+	traceQueueSize  = 4096
+	traceFlushEvery = 10 * time.Millisecond
+)
+
+// loop drains the queue on a timer, not as each invocation arrives: a
+// receiver blocked on the channel would have every invocation's send wake
+// it, and waking a goroutine (another OS thread, often) cost the request
+// more than the send.
+func (q *traceQueue) loop() {
+	defer close(q.done)
+	tick := time.NewTicker(traceFlushEvery)
+	defer tick.Stop()
+	for {
+		stopping := false
+		select {
+		case <-tick.C:
+		case <-q.stop:
+			stopping = true
+		}
+		for drained := false; !drained; {
+			select {
+			case ti := <-q.ch:
+				ctx := context.Background()
+				if ti.parent.IsValid() {
+					ctx = trace.ContextWithRemoteSpanContext(ctx, ti.parent)
+				}
+				q.tracer.RecordInvocation(ctx, ti.inv)
+			default:
+				drained = true
+			}
+		}
+		if stopping {
+			return
+		}
+	}
 }
 
 // record queues inv; ctx carries the caller's trace context, if any.
@@ -61,6 +94,6 @@ func (q *traceQueue) close() {
 	if q == nil {
 		return
 	}
-	close(q.ch)
+	close(q.stop)
 	<-q.done
 }
