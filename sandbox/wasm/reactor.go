@@ -45,13 +45,13 @@ var poolSize = max(4, 2*runtime.GOMAXPROCS(0))
 func (p *prepared) newReactor(ctx context.Context, rec *phase.Recorder) (*reactor, error) {
 	start := time.Now()
 	r := &reactor{io: &stdio{}, mem: &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20, image: p.snap.image.acquire()}}
-	cfg := withEnv(p.baseConfig.
+	cfg := p.baseConfig.
 		WithStdin(stdinReader{r.io}).
 		WithStdout(stdoutWriter{r.io}).
-		WithStderr(stderrWriter{r.io}), p.spec.Env)
+		WithStderr(stderrWriter{r.io})
 	// The instance outlives this request: it must not be closed when the
 	// request's context ends (timeouts are enforced per call).
-	mod, err := p.snap.module.instantiate(experimental.WithMemoryAllocator(context.WithoutCancel(ctx), r.mem), cfg)
+	mod, err := p.snap.module.instantiate(experimental.WithMemoryAllocator(withEnviron(context.WithoutCancel(ctx), p.env), r.mem), cfg)
 	t := rec.Since(phase.Instantiate, start, "")
 	if err != nil {
 		r.close()
@@ -140,7 +140,7 @@ func (i *instance) invokeReactor(ctx context.Context, req *sandbox.Request) (san
 		stdin = io.MultiReader(stdin, req.Stdin)
 	}
 	r.io.bind(stdin, req.Stdout, req.Stderr, t)
-	results, err := callGuest(ctx, r.mod, r.handle)
+	results, err := callGuest(withEnviron(ctx, p.env), r.mod, r.handle)
 	end := time.Now()
 	recordRun(rec, t, r.io.firstTouch(end), end)
 	r.io.unbind()

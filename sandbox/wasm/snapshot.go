@@ -183,8 +183,11 @@ func (d *Driver) capture(ctx context.Context, spec sandbox.Spec, m *wasmbin.Modu
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
 		WithStdout(&stdout).WithStderr(&stderr).
 		WithArgs(append([]string{spec.Name}, spec.Args...)...)
-	cfg = withEnv(cfg, spec.Env)
-	ictx, cancel := context.WithTimeout(ctx, initTimeout)
+	env, err := newEnviron(spec.Env)
+	if err != nil {
+		return snapshotMeta{}, err
+	}
+	ictx, cancel := context.WithTimeout(withEnviron(ctx, env), initTimeout)
 	defer cancel()
 	mem := &memoryLimit{limit: uint64(spec.MemoryMB) << 20}
 	defer mem.free()

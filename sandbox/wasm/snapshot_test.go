@@ -125,13 +125,15 @@ func snapshotImage(t *testing.T, cacheDir string) []byte {
 }
 
 // A Go function built with the SDK: the Go runtime's heap, a package
-// variable and a map set in init are restored; per-request env comes from
-// the request, not from the snapshot.
+// variable and a map set in init are restored; init saw the function's
+// environment; per-request env comes from the request, not from the
+// snapshot.
 func TestSnapshot_GoSDK(t *testing.T) {
 	bin := testmodules.BuildGoReactor(t, "internal/testmodules/gocounter")
 	dir := t.TempDir()
 	d := newDriver(t, wasm.WithCacheDir(dir))
 	spec := sandboxtest.Spec("gocounter", bin, 64)
+	spec.Env = []string{"INIT=deploy"}
 	rec := phase.NewRecorder()
 	p, err := d.Prepare(context.Background(), spec, rec)
 	if err != nil {
@@ -145,7 +147,7 @@ func TestSnapshot_GoSDK(t *testing.T) {
 	}
 	outs := invokeN(t, p, 64, 4, func(i int) string { return fmt.Sprint("req", i) }, []string{"GREETING=hi"})
 	for i, got := range outs {
-		want := fmt.Sprintf("Status: 200\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncounter=42 map=2 env=hi body=req%d", i)
+		want := fmt.Sprintf("Status: 200\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncounter=42 map=2 init=deploy env=hi body=req%d", i)
 		if got != want {
 			t.Fatalf("instance %d: %q, want %q", i, got, want)
 		}

@@ -23,7 +23,6 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
 	kapi "github.com/kindling-dev/kindling/api"
@@ -114,7 +113,7 @@ func New(ctx context.Context, opts ...Option) (*Driver, error) {
 	d.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
 	d.rtClose = wazero.NewRuntimeWithConfig(ctx, cfg.WithCloseOnContextDone(true))
 	for _, rt := range []wazero.Runtime{d.rt, d.rtClose} {
-		if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		if err := instantiateWASI(ctx, rt); err != nil {
 			d.Close(ctx)
 			return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
 		}
@@ -173,7 +172,11 @@ func (d *Driver) Prepare(ctx context.Context, spec sandbox.Spec, rec *phase.Reco
 	if spec.Load == nil {
 		return nil, fmt.Errorf("wasm: function %q has no artifact loader: %w", spec.Name, errdefs.ErrInvalidArgument)
 	}
-	p := &prepared{d: d, spec: spec}
+	env, err := newEnviron(spec.Env)
+	if err != nil {
+		return nil, fmt.Errorf("wasm: function %q: %w", spec.Name, err)
+	}
+	p := &prepared{d: d, spec: spec, env: env}
 	if snap, reason, err := d.prepareSnapshot(ctx, spec, rec); err != nil {
 		return nil, err
 	} else if snap != nil {
@@ -324,7 +327,8 @@ type prepared struct {
 	module     *program  // command mode
 	snap       *snapshot // snapshot mode
 	release    func()
-	baseConfig wazero.ModuleConfig // shared by every request: holds no environment (see withEnv)
+	baseConfig wazero.ModuleConfig
+	env        *environ // the function's own variables
 	closeOnce  sync.Once
 
 	// Snapshot mode keeps instances that finished cleanly, reset to the
@@ -414,12 +418,16 @@ func (i *instance) invokeCommand(ctx context.Context, req *sandbox.Request) (san
 	p := i.p
 	rec := req.Phases
 	begin := time.Now()
+	env, err := newEnviron(p.spec.Env, req.Env)
+	if err != nil {
+		return sandbox.Result{}, fmt.Errorf("wasm: request: %w", err)
+	}
+	ctx = withEnviron(ctx, env) // what WASI's environ calls answer
 	io := &stdio{}
 	cfg := p.baseConfig.
 		WithStdin(stdinReader{io}).
 		WithStdout(stdoutWriter{io}).
 		WithStderr(stderrWriter{io})
-	cfg = withEnv(cfg, p.spec.Env, req.Env)
 	mem := &memoryLimit{limit: uint64(p.spec.MemoryMB) << 20, spares: &p.d.spares}
 	mod, err := p.module.instantiate(experimental.WithMemoryAllocator(ctx, mem), cfg)
 	t := rec.Since(phase.Instantiate, begin, "")
@@ -503,28 +511,6 @@ func fsConfig(mounts []sandbox.Mount) wazero.FSConfig {
 		}
 	}
 	return fs
-}
-
-// withEnv returns cfg with the KEY=VALUE variables of each list set in
-// turn, a later value replacing an earlier one of the same name.
-//
-// cfg must not hold an environment that a config in use elsewhere shares.
-// wazero's WithEnv copies a config's environment list by reference: setting
-// a variable writes into the original's array when the name is already
-// there or the array has room, and a request's variable would then show in
-// every other request made from that config. So the config a prepared
-// function shares between its requests (baseConfig) holds no environment,
-// and each instance gets the function's variables, and a command its
-// request's too, on its own copy.
-func withEnv(cfg wazero.ModuleConfig, lists ...[]string) wazero.ModuleConfig {
-	for _, list := range lists {
-		for _, kv := range list {
-			if k, v, _ := strings.Cut(kv, "="); k != "" {
-				cfg = cfg.WithEnv(k, v)
-			}
-		}
-	}
-	return cfg
 }
 
 // engineVersion identifies the compiler that produced cached code.

@@ -1,11 +1,13 @@
 // Command gocounter is an SDK function for snapshot tests: its state is set
-// in init (counter = 41, a heap map with one entry), and every request
-// increments the counter and adds to the map. Restored from the snapshot,
-// every instance answers "counter=42 map=2 env=<GREETING> body=<body>".
+// in init (counter = 41, a heap map with one entry, the variable INIT of
+// the environment init ran in), and every request increments the counter
+// and adds to the map. Restored from the snapshot, every instance answers
+// "counter=42 map=2 init=<INIT> env=<GREETING> body=<body>".
 package main
 
 import (
 	"fmt"
+	"os"
 
 	kindling "github.com/kindling-dev/kindling/sdk/go"
 )
@@ -13,6 +15,7 @@ import (
 var (
 	counter int
 	seen    map[string]int
+	initEnv = os.Getenv("INIT") // read once, at deploy: it is in the snapshot
 )
 
 func init() {
@@ -24,7 +27,7 @@ func init() {
 		if string(r.Body) == "fail" {
 			return nil, fmt.Errorf("asked to fail")
 		}
-		return kindling.Text(200, fmt.Sprintf("counter=%d map=%d env=%s body=%s", counter, len(seen), r.Getenv("GREETING"), r.Body)), nil
+		return kindling.Text(200, fmt.Sprintf("counter=%d map=%d init=%s env=%s body=%s", counter, len(seen), initEnv, r.Getenv("GREETING"), r.Body)), nil
 	})
 }
 
