@@ -2,18 +2,13 @@
 
 package kindling
 
-import (
-	"os"
-	"strings"
-)
+import "os"
 
 // environ returns the process environment (for tests on the host).
-func environ() map[string]string {
-	env := map[string]string{}
+func environ() envList {
+	var env envList
 	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
+		env = env.add(kv)
 	}
 	return env
 }

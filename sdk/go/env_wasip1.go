@@ -2,7 +2,10 @@
 
 package kindling
 
-import "unsafe"
+import (
+	"strings"
+	"unsafe"
+)
 
 //go:wasmimport wasi_snapshot_preview1 environ_sizes_get
 func environSizesGet(count, size *uint32) uint32
@@ -12,32 +15,23 @@ func environGet(environ *uint32, buf *byte) uint32
 
 // environ reads the current instance's environment from WASI, not from
 // the Go runtime's copy made at initialization.
-func environ() map[string]string {
+func environ() envList {
 	var count, size uint32
 	if environSizesGet(&count, &size) != 0 || count == 0 {
-		return map[string]string{}
+		return nil
 	}
 	ptrs := make([]uint32, count)
 	buf := make([]byte, size)
 	if environGet(&ptrs[0], &buf[0]) != 0 {
-		return map[string]string{}
+		return nil
 	}
+	// One string of the whole buffer: every entry is a substring of it.
+	all := string(buf)
 	base := uint32(uintptr(unsafe.Pointer(&buf[0])))
-	env := make(map[string]string, count)
+	env := make(envList, 0, count)
 	for _, p := range ptrs {
-		kv := buf[p-base:]
-		for i, c := range kv {
-			if c == 0 {
-				kv = kv[:i]
-				break
-			}
-		}
-		for i, c := range kv {
-			if c == '=' {
-				env[string(kv[:i])] = string(kv[i+1:])
-				break
-			}
-		}
+		kv, _, _ := strings.Cut(all[p-base:], "\x00")
+		env = env.add(kv)
 	}
 	return env
 }

@@ -44,12 +44,37 @@ type Request struct {
 	// Header holds the request headers, keyed in canonical form ("X-Trace").
 	Header map[string]string
 	Body   []byte
-	env    map[string]string
+	env    envList
 }
 
 // Getenv returns a variable of this request's environment: the function's
 // own env or a CGI variable.
-func (r *Request) Getenv(key string) string { return r.env[key] }
+func (r *Request) Getenv(key string) string { return r.env.get(key) }
+
+// envList is a request's environment in its order. A request has a few
+// dozen variables and a handler reads a few: scanning them costs the guest
+// far less than building a map of them would.
+type envList []envVar
+
+type envVar struct{ key, value string }
+
+// get returns key's value, the last one if the key repeats.
+func (l envList) get(key string) string {
+	for i := len(l) - 1; i >= 0; i-- {
+		if l[i].key == key {
+			return l[i].value
+		}
+	}
+	return ""
+}
+
+// add appends kv ("KEY=VALUE") if it has a "=".
+func (l envList) add(kv string) envList {
+	if k, v, ok := strings.Cut(kv, "="); ok {
+		return append(l, envVar{k, v})
+	}
+	return l
+}
 
 // Response is a handler's answer.
 type Response struct {
@@ -99,7 +124,7 @@ func serve(framed bool) int {
 		fmt.Fprintln(os.Stderr, "kindling: read request:", err)
 		return 1
 	}
-	var env map[string]string
+	var env envList
 	if framed {
 		env, in, err = parseEnvFrame(in)
 	} else {
@@ -124,7 +149,7 @@ func serve(framed bool) int {
 
 // parseEnvFrame splits "KINDLING/1 <n>\n" + n bytes of NUL-terminated
 // KEY=VALUE pairs from the body that follows.
-func parseEnvFrame(in []byte) (map[string]string, []byte, error) {
+func parseEnvFrame(in []byte) (envList, []byte, error) {
 	rest, ok := strings.CutPrefix(string(in[:min(len(in), 64)]), envFrameMagic)
 	if !ok {
 		return nil, nil, fmt.Errorf("no %q header on stdin", strings.TrimSpace(envFrameMagic))
@@ -137,33 +162,44 @@ func parseEnvFrame(in []byte) (map[string]string, []byte, error) {
 	}
 	// One copy of the block: every key and value is a substring of it.
 	block := string(in[start : start+n])
-	env := make(map[string]string, strings.Count(block, "\x00")+1)
+	env := make(envList, 0, strings.Count(block, "\x00")+1)
 	for block != "" {
 		var kv string
 		kv, block, _ = strings.Cut(block, "\x00")
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
+		env = env.add(kv)
 	}
 	return env, in[start+n:], nil
 }
 
-func newRequest(body []byte, env map[string]string) *Request {
-	r := &Request{
-		Method: env["REQUEST_METHOD"],
-		Path:   env["PATH_INFO"],
-		Query:  env["QUERY_STRING"],
-		Header: make(map[string]string, len(env)),
-		Body:   body,
-		env:    env,
-	}
-	for k, v := range env {
-		if name, ok := strings.CutPrefix(k, "HTTP_"); ok {
-			r.Header[canonical(name)] = v
+// newRequest reads the CGI variables of env in one pass, a later value of
+// a variable winning.
+func newRequest(body []byte, env envList) *Request {
+	headers := 0
+	for _, e := range env {
+		if strings.HasPrefix(e.key, "HTTP_") || e.key == "CONTENT_TYPE" {
+			headers++
 		}
 	}
-	if ct := env["CONTENT_TYPE"]; ct != "" {
-		r.Header["Content-Type"] = ct
+	r := &Request{Header: make(map[string]string, headers), Body: body, env: env}
+	contentType := ""
+	for _, e := range env {
+		switch e.key {
+		case "REQUEST_METHOD":
+			r.Method = e.value
+		case "PATH_INFO":
+			r.Path = e.value
+		case "QUERY_STRING":
+			r.Query = e.value
+		case "CONTENT_TYPE":
+			contentType = e.value
+		default:
+			if name, ok := strings.CutPrefix(e.key, "HTTP_"); ok {
+				r.Header[canonical(name)] = e.value
+			}
+		}
+	}
+	if contentType != "" {
+		r.Header["Content-Type"] = contentType
 	}
 	return r
 }

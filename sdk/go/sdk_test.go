@@ -6,8 +6,11 @@ import (
 )
 
 func TestReadRequestWriteResponse(t *testing.T) {
-	env := map[string]string{"REQUEST_METHOD": "POST", "PATH_INFO": "/a", "QUERY_STRING": "q=1",
-		"HTTP_X_TRACE_ID": "t", "CONTENT_TYPE": "text/plain", "GREETING": "hi"}
+	var env envList
+	for _, kv := range []string{"REQUEST_METHOD=GET", "REQUEST_METHOD=POST", "PATH_INFO=/a", "QUERY_STRING=q=1",
+		"HTTP_X_TRACE_ID=t", "CONTENT_TYPE=text/plain", "GREETING=hi", "NOVALUE"} {
+		env = env.add(kv)
+	}
 	r := newRequest([]byte("body"), env)
 	if r.Method != "POST" || r.Path != "/a" || r.Query != "q=1" || string(r.Body) != "body" ||
 		r.Header["X-Trace-Id"] != "t" || r.Header["Content-Type"] != "text/plain" || r.Getenv("GREETING") != "hi" {
@@ -25,7 +28,7 @@ func TestReadRequestWriteResponse(t *testing.T) {
 
 func TestParseEnvFrame(t *testing.T) {
 	env, body, err := parseEnvFrame([]byte("KINDLING/1 12\nA=1\x00B=two=2\x00payload"))
-	if err != nil || env["A"] != "1" || env["B"] != "two=2" || string(body) != "payload" {
+	if err != nil || env.get("A") != "1" || env.get("B") != "two=2" || env.get("C") != "" || string(body) != "payload" {
 		t.Fatalf("env %v body %q err %v", env, body, err)
 	}
 	for _, bad := range []string{"", "payload", "KINDLING/1 x\n", "KINDLING/1 99\nA=1\x00"} {
