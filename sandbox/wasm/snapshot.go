@@ -3,6 +3,7 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -179,8 +180,13 @@ func readMeta(dir string) (snapshotMeta, error) {
 // its memory and globals to dir.
 func (d *Driver) capture(ctx context.Context, spec sandbox.Spec, m *wasmbin.Module, mod *program, dir string) (snapshotMeta, error) {
 	var stdout, stderr bytes.Buffer
+	// Real randomness: the runtime seeds its hash maps and math/rand
+	// from it here, once for every instance. wazero's default source is a
+	// fixed sequence, which would make those seeds the same in every
+	// deployment and predictable from the binary alone.
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions().
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
+		WithRandSource(rand.Reader).
 		WithStdout(&stdout).WithStderr(&stderr).
 		WithArgs(append([]string{spec.Name}, spec.Args...)...)
 	env, err := newEnviron(spec.Env)

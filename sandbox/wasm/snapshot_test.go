@@ -242,3 +242,26 @@ func hasDetail(ts []phase.Timing, n phase.Name, detail string) bool {
 	}
 	return false
 }
+
+// Initialization draws real randomness: two deployments of one module (two
+// daemons, each taking its own snapshot) seed the Go runtime differently,
+// while every instance of one snapshot shares its seed.
+func TestSnapshot_InitRandomness(t *testing.T) {
+	bin := testmodules.BuildGoReactor(t, "internal/testmodules/gocounter")
+	seed := func(d *wasm.Driver) []string {
+		p, err := d.Prepare(context.Background(), sandboxtest.Spec("gocounter", bin, 64), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close(context.Background())
+		return invokeN(t, p, 2, 1, func(int) string { return "seed" }, nil)
+	}
+	a := seed(newDriver(t, wasm.WithCacheDir(t.TempDir())))
+	b := seed(newDriver(t, wasm.WithCacheDir(t.TempDir())))
+	if a[0] != a[1] {
+		t.Errorf("two instances of one snapshot: seeds %q and %q", a[0], a[1])
+	}
+	if a[0] == b[0] {
+		t.Errorf("two snapshots of one module drew the same seed: %q", a[0])
+	}
+}
