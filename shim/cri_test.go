@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -127,13 +126,8 @@ func TestCRIPod(t *testing.T) {
 // processes: the first compiles it, the second loads the compiled code
 // from the node's cache.
 func TestCompileCacheShared(t *testing.T) {
-	d := daemon(t)
-	client, err := d.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), time.Minute)
-	defer cancel()
+	d := daemon(t) // shared by the test package: connect's is the same
+	client, ctx := connect(t)
 	// hello with a custom section naming this run: same code, new digest.
 	name := fmt.Sprintf("run%d", time.Now().UnixNano())
 	module := append(append([]byte{}, testmodules.Hello...), 0, byte(2+len(name)), byte(len(name)))

@@ -70,6 +70,19 @@ func TestMain(m *testing.M) {
 
 // daemon returns the shared containerd, or skips the test when the host
 // cannot run it.
+// connect returns a client of the test containerd and a context in its
+// default namespace that ends after a minute or with the test.
+func connect(t *testing.T) (*containerd.Client, context.Context) {
+	t.Helper()
+	client, err := daemon(t).Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), time.Minute)
+	t.Cleanup(cancel)
+	return client, ctx
+}
+
 func daemon(t *testing.T) *containerdtest.Daemon {
 	t.Helper()
 	if reason := containerdtest.Missing(); reason != "" {
@@ -202,13 +215,7 @@ func run(t *testing.T, ctx context.Context, client *containerd.Client, image str
 }
 
 func TestRunWithClient(t *testing.T) {
-	d := daemon(t)
-	client, err := d.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), time.Minute)
-	defer cancel()
+	client, ctx := connect(t)
 	tests := []struct {
 		name, image, stdin string
 		opts               []oci.SpecOpts
@@ -243,13 +250,7 @@ func TestRunWithClient(t *testing.T) {
 // the container an empty rootfs, and the shim reads the module from
 // containerd's content store.
 func TestWasmLayer(t *testing.T) {
-	d := daemon(t)
-	client, err := d.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), time.Minute)
-	defer cancel()
+	client, ctx := connect(t)
 	for _, image := range []string{wasmLayerImage, artifactImage} {
 		_, stdout, stderr, status := run(t, ctx, client, image, "", oci.WithProcessArgs("hello"))
 		if status != 0 || stdout != containerdtest.Hello {
@@ -259,13 +260,7 @@ func TestWasmLayer(t *testing.T) {
 }
 
 func TestPreopenedMount(t *testing.T) {
-	d := daemon(t)
-	client, err := d.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), time.Minute)
-	defer cancel()
+	client, ctx := connect(t)
 	data := t.TempDir()
 	if err := os.WriteFile(filepath.Join(data, "input.txt"), []byte("mounted"), 0o644); err != nil {
 		t.Fatal(err)
@@ -281,13 +276,7 @@ func TestPreopenedMount(t *testing.T) {
 // TestEvents checks the events a task publishes, in order, as a
 // containerd client subscribed to them sees them.
 func TestEvents(t *testing.T) {
-	d := daemon(t)
-	client, err := d.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), time.Minute)
-	defer cancel()
+	client, ctx := connect(t)
 	subCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	envelopes, errs := client.EventService().Subscribe(subCtx, `topic~="^/tasks/"`)
@@ -389,12 +378,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // deleting it leaves no shim process, mount or socket behind.
 func TestKillLeavesNothing(t *testing.T) {
 	d := daemon(t)
-	client, err := d.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), time.Minute)
-	defer cancel()
+	client, ctx := connect(t)
 	img, err := client.GetImage(ctx, loopImage)
 	if err != nil {
 		t.Fatal(err)
