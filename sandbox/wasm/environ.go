@@ -130,13 +130,16 @@ func withEnviron(ctx context.Context, e *environ) context.Context {
 	return context.WithValue(ctx, environKey{}, e)
 }
 
+// noEnviron is what a call made without an environ sees.
+var noEnviron = &environ{}
+
 // environFrom returns the environ ctx carries; a call without one sees an
 // empty environment.
 func environFrom(ctx context.Context) *environ {
 	if e, ok := ctx.Value(environKey{}).(*environ); ok {
 		return e
 	}
-	return &environ{}
+	return noEnviron
 }
 
 // errnoFault is WASI's EFAULT: an argument points outside the memory.
