@@ -26,6 +26,14 @@ const (
 	Hello = "hello, world\n"
 )
 
+// CtrLostMax bounds how often a benchmark repeats a `ctr run` that printed
+// nothing. ctr sometimes loses the whole output of a container that printed
+// and exited at once. The race is in ctr's output copying, long known
+// upstream (containerd issue 770), and seen here with runc and the static
+// hello. A run that exits 0 with no output at all is repeated and counted;
+// any other wrong output is a failure.
+const CtrLostMax = 3
+
 // Options configures Launch.
 type Options struct {
 	// Dir is where everything goes (created if missing).
