@@ -1,12 +1,17 @@
 package wasm
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kindling-dev/kindling/errdefs"
+	"github.com/kindling-dev/kindling/internal/testmodules"
+	"github.com/kindling-dev/kindling/sandbox"
 )
 
 func TestNewEnviron(t *testing.T) {
@@ -76,5 +81,33 @@ func TestNewEnviron_NUL(t *testing.T) {
 		if _, err := newEnviron([]string{kv}); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("newEnviron(%q): err %v, want invalid argument", kv, err)
 		}
+	}
+}
+
+// A request whose environment has a NUL fails before running, in both
+// modes, and the function keeps serving.
+func TestRequestEnvNUL(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		bin  []byte
+	}{
+		{"command", testmodules.Echo},
+		{"snapshot", testmodules.SnapReactor},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := prepareInternal(t, tc.name, tc.bin)
+			for i, env := range [][]string{{"BAD=a\x00b"}, nil} {
+				inst, err := p.Start(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = inst.Invoke(ctx, &sandbox.Request{Env: env, Stdin: strings.NewReader(""), Stdout: io.Discard})
+				inst.Close(ctx)
+				if bad := i == 0; bad != errors.Is(err, errdefs.ErrInvalidArgument) || !bad && err != nil {
+					t.Fatalf("env %q: err %v", env, err)
+				}
+			}
+		})
 	}
 }

@@ -109,21 +109,15 @@ func (p *prepared) put(r *reactor) {
 	r.close()
 }
 
-// envFrame encodes a request's environment for a reactor's stdin.
-func envFrame(spec, req []string) []byte {
-	var env bytes.Buffer
-	for _, list := range [][]string{spec, req} {
-		for _, kv := range list {
-			env.WriteString(kv)
-			env.WriteByte(0)
-		}
-	}
-	var b bytes.Buffer
-	b.WriteString(EnvFrameMagic)
-	b.WriteString(strconv.Itoa(env.Len()))
-	b.WriteByte('\n')
-	b.Write(env.Bytes())
-	return b.Bytes()
+// envFrame encodes a request's environment for a reactor's stdin: the
+// environ's own NUL-terminated entries, the block WASI's environ_get would
+// hand a command.
+func envFrame(env *environ) []byte {
+	b := make([]byte, 0, len(EnvFrameMagic)+12+len(env.buf))
+	b = append(b, EnvFrameMagic...)
+	b = strconv.AppendInt(b, int64(len(env.buf)), 10)
+	b = append(b, '\n')
+	return append(b, env.buf...)
 }
 
 // invokeReactor serves a request with a pooled or new snapshot instance.
@@ -131,11 +125,17 @@ func (i *instance) invokeReactor(ctx context.Context, req *sandbox.Request) (san
 	p := i.p
 	rec := req.Phases
 	begin := time.Now()
+	env, err := newEnviron(p.spec.Env, req.Env)
+	if err != nil {
+		p.put(i.reactor) // never run: still the snapshot's
+		i.reactor = nil
+		return sandbox.Result{}, fmt.Errorf("wasm: request: %w", err)
+	}
 	r := i.reactor
 	res := sandbox.Result{Warm: i.pooled}
 	i.reactor = nil
 	t := time.Now()
-	var stdin io.Reader = bytes.NewReader(envFrame(p.spec.Env, req.Env))
+	var stdin io.Reader = bytes.NewReader(envFrame(env))
 	if req.Stdin != nil {
 		stdin = io.MultiReader(stdin, req.Stdin)
 	}
